@@ -1,0 +1,75 @@
+import pytest
+import torch
+
+from sslkit.augmentations import (
+    ColorJitter,
+    MoCoV2Views,
+    RandomHorizontalFlip,
+    RandomResizedCrop,
+    View,
+)
+
+
+def blocky_batch(n=8, size=32):
+    """Images whose every channel equals a blocky mask, so image and mask can be compared."""
+    mask = torch.rand(n, 1, size // 8, size // 8) > 0.5
+    mask = mask.repeat_interleave(8, 2).repeat_interleave(8, 3)
+    image = (mask.expand(-1, 3, -1, -1).to(torch.uint8) * 255)
+    return {"image": image, "mask": mask}
+
+
+def test_recipe_output_shapes_dtypes_and_device():
+    batch = blocky_batch()
+    views = MoCoV2Views(crop_size=24, blur_p=0.5)(batch)
+    assert len(views) == 2
+    for view in views:
+        assert view["image"].shape == (8, 3, 24, 24) and view["image"].dtype == torch.float32
+        assert view["mask"].shape == (8, 1, 24, 24) and view["mask"].dtype == torch.bool
+        assert view["image"].device == batch["image"].device
+    assert not torch.equal(views[0]["image"], views[1]["image"])
+
+
+def test_flip_moves_mask_exactly_with_image():
+    batch = blocky_batch()
+    view = View([RandomHorizontalFlip(p=0.5)])(batch)
+    assert torch.equal(view["image"][:, :1] > 0.5, view["mask"])
+    flipped = [not torch.equal(view["mask"][i], batch["mask"][i]) for i in range(8)]
+    assert any(flipped)  # some samples flipped, independently of the others
+
+
+def test_crop_keeps_mask_aligned_with_image():
+    batch = blocky_batch(n=16)
+    view = View([RandomResizedCrop(32, scale=(0.2, 1.0)), RandomHorizontalFlip()])(batch)
+    agreement = ((view["image"][:, :1] > 0.5) == view["mask"]).float().mean()
+    assert agreement > 0.97  # only interpolated boundary pixels may differ
+
+
+def test_crop_parameters_differ_per_sample():
+    batch = {"image": torch.arange(32 * 32, dtype=torch.float32).view(1, 1, 32, 32).repeat(8, 3, 1, 1) / 1024}
+    out = View([RandomResizedCrop(16, scale=(0.1, 0.5))])(batch)["image"]
+    assert len({round(float(x), 4) for x in out[:, 0, 0, 0]}) > 1
+
+
+def test_photometric_stage_leaves_mask_untouched():
+    batch = blocky_batch()
+    view = View([ColorJitter(0.4, 0.4, 0.4, 0.1, p=1.0)])(batch)
+    assert torch.equal(view["mask"], batch["mask"])
+
+
+def test_crop_larger_than_canvas_is_a_clear_error():
+    with pytest.raises(ValueError, match="larger than the 32x32 image canvas"):
+        MoCoV2Views(crop_size=64)(blocky_batch())
+
+
+def test_mask_of_other_size_is_a_clear_error():
+    batch = blocky_batch()
+    batch["mask"] = batch["mask"][:, :, :16, :16]
+    with pytest.raises(ValueError, match="does not match image"):
+        View([RandomHorizontalFlip()])(batch)
+
+
+def test_eval_view_is_deterministic_centre_crop():
+    batch = blocky_batch()
+    recipe = MoCoV2Views(crop_size=24)
+    a, b = recipe.evaluate(batch), recipe.evaluate(batch)
+    assert a.shape == (8, 3, 24, 24) and torch.equal(a, b)
