@@ -1,0 +1,117 @@
+"""Class-per-folder image trees (ImageNet layout) with an optional parallel mask tree."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+
+from .base import SSLDataModule, as_uint8_chw
+
+
+class ImageDecodeError(RuntimeError):
+    """An image or mask file that cannot be decoded; the message names the file."""
+
+
+def resize_to_canvas(image: Image.Image, size: int, resample: int) -> Image.Image:
+    """Resize the shorter side to ``size`` and centre-crop to ``size`` x ``size``."""
+    width, height = image.size
+    scale = size / min(width, height)
+    new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
+    image = image.resize((new_w, new_h), resample)
+    left, top = (new_w - size) // 2, (new_h - size) // 2
+    return image.crop((left, top, left + size, top + size))
+
+
+def _open(path: str, mode: str) -> Image.Image:
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return img.convert(mode)
+    except (UnidentifiedImageError, OSError, ValueError) as err:
+        raise ImageDecodeError(f"cannot decode image file '{path}': {err}") from err
+
+
+class ImageFolderDataset(Dataset):
+    """``root/<class>/<image>``; masks (if ``mask_root``) at ``mask_root/<class>/<stem>.png``.
+
+    A mask is foreground where its grey level is above 127 and must have the same size as
+    its image; both are then resized to the canvas together.
+    """
+
+    def __init__(self, root: str | Path, image_size: int, mask_root: str | Path | None = None) -> None:
+        root = Path(root)
+        if not root.is_dir():
+            raise FileNotFoundError(f"image folder '{root}' does not exist")
+        self.classes, class_to_idx = find_classes(str(root))
+        self.samples = make_dataset(str(root), class_to_idx, extensions=IMG_EXTENSIONS)
+        self.root = root
+        self.image_size = image_size
+        self.mask_root = Path(mask_root) if mask_root is not None else None
+        if self.mask_root is not None and not self.mask_root.is_dir():
+            raise FileNotFoundError(f"mask folder '{self.mask_root}' does not exist")
+
+    def mask_path(self, image_path: str) -> Path:
+        relative = Path(image_path).relative_to(self.root)
+        return self.mask_root / relative.with_suffix(".png")
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        path, label = self.samples[index]
+        image = _open(path, "RGB")
+        item = {"label": torch.tensor(label), "index": torch.tensor(index)}
+        if self.mask_root is not None:
+            mask_path = self.mask_path(path)
+            if not mask_path.exists():
+                raise FileNotFoundError(f"no mask for image '{path}': expected '{mask_path}'")
+            mask = _open(str(mask_path), "L")
+            if mask.size != image.size:
+                raise ValueError(
+                    f"mask '{mask_path}' is {mask.size[0]}x{mask.size[1]} but image '{path}' is "
+                    f"{image.size[0]}x{image.size[1]}"
+                )
+            mask = resize_to_canvas(mask, self.image_size, Image.NEAREST)
+            item["mask"] = as_uint8_chw(mask)[:1] > 127
+        image = resize_to_canvas(image, self.image_size, Image.BILINEAR)
+        item["image"] = as_uint8_chw(image)
+        return item
+
+
+class ImageFolderData(SSLDataModule):
+    """ImageNet-style tree: ``root/train/<class>/*`` and ``root/val/<class>/*``.
+
+    Images are resized (shorter side) and centre-cropped to an ``image_size`` canvas in
+    the workers; random crops then happen on the device. ``mask_root`` mirrors ``root``.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        image_size: int = 256,
+        mask_root: str | None = None,
+        train_dir: str = "train",
+        val_dir: str = "val",
+        batch_size: int = 256,
+        num_workers: int = 8,
+        knn_bank_size: int | None = None,
+        pin_memory: bool = True,
+    ) -> None:
+        super().__init__(batch_size, num_workers, image_size, knn_bank_size, pin_memory)
+        if not Path(root).is_dir():
+            raise FileNotFoundError(f"data.root '{root}' does not exist")
+        self.root = Path(root)
+        self.mask_root = Path(mask_root) if mask_root else None
+        self.train_dir, self.val_dir = train_dir, val_dir
+
+    def _split(self, name: str) -> ImageFolderDataset:
+        masks = self.mask_root / name if self.mask_root else None
+        return ImageFolderDataset(self.root / name, self.image_size, masks)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is None:
+            self.train_set = self._split(self.train_dir)
+            self.val_set = self._split(self.val_dir)
