@@ -1,0 +1,78 @@
+"""Small helpers every method composes: schedules from the trainer, the kNN monitor,
+loss sanity. Functions, not a base class, so each method reads top to bottom."""
+from __future__ import annotations
+
+import math
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.utilities import rank_zero_warn
+from torch import nn
+
+from .optim import OptimConfig, build_optimizer, warmup_cosine
+
+
+def global_batch_size(module: pl.LightningModule) -> int:
+    """Images per optimiser step over all ranks (data batch x world size x accumulation)."""
+    trainer = module.trainer
+    datamodule = getattr(trainer, "datamodule", None)
+    batch = getattr(datamodule, "batch_size", None)
+    if batch is None:
+        rank_zero_warn("no datamodule.batch_size: the learning rate is not scaled by batch size")
+        return 0
+    return batch * trainer.world_size * trainer.accumulate_grad_batches
+
+
+def configure_sgd_cosine(module: pl.LightningModule, params: nn.Module, config: OptimConfig) -> dict:
+    """Optimiser with lr scaled by the global batch, and a per-step warm-up + cosine schedule."""
+    batch = global_batch_size(module) or config.reference_batch_size
+    optimizer = build_optimizer(params, config, batch)
+    total = int(module.trainer.estimated_stepping_batches)
+    warmup = int(round(config.warmup_epochs * steps_per_epoch(module.trainer)))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: warmup_cosine(step, total, warmup, config.final_lr_ratio)
+    )
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def steps_per_epoch(trainer: pl.Trainer) -> int:
+    """Optimiser steps in one epoch (loads the train loader if the trainer has not yet)."""
+    if trainer.train_dataloader is None:
+        trainer.fit_loop.setup_data()
+    batches = trainer.num_training_batches
+    if batches == float("inf"):
+        raise ValueError("warm-up in epochs needs a train loader of known length")
+    return max(1, math.ceil(batches / trainer.accumulate_grad_batches))
+
+
+def check_finite(loss: torch.Tensor, module: pl.LightningModule) -> None:
+    if not torch.isfinite(loss):
+        raise FloatingPointError(
+            f"non-finite loss ({loss.item()}) at global step {module.global_step}, epoch "
+            f"{module.current_epoch}: lower the learning rate, or check the data and precision"
+        )
+
+
+def knn_validation_step(module: pl.LightningModule, batch: dict, dataloader_idx: int) -> None:
+    """Feed backbone features of the evaluation view to ``module.knn``.
+
+    Loader 0 is the bank (train split, no augmentation), loader 1 the queries (val split).
+    """
+    if "label" not in batch:
+        return
+    features = module.backbone(batch["eval_image"])
+    module.knn.update(features, batch["label"], bank=dataloader_idx == 0)
+
+
+def log_knn(module: pl.LightningModule, name: str = "val/knn_top1") -> None:
+    knn = module.knn
+    if knn.update_count == 0 or not module.trainer.val_dataloaders or len(module.trainer.val_dataloaders) < 2:
+        knn.reset()
+        return
+    try:
+        value = knn.compute()
+    except RuntimeError:
+        knn.reset()
+        return
+    module.log(name, value, prog_bar=True)
+    knn.reset()

@@ -1,0 +1,224 @@
+"""MoCo v2 (Chen, Fan, Girshick, He 2020, arXiv 2003.04297) as a LightningModule.
+
+Query encoder = backbone + MLP head; key encoder = its momentum copy; negatives from a
+FIFO queue of past keys; InfoNCE with the positive at index 0.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from pytorch_lightning.utilities import rank_zero_warn
+from torch import nn
+
+from sslkit.augmentations import MoCoV2Views, MultiView
+from sslkit.eval.knn import KNNAccuracy
+from sslkit.nn import distributed
+from sslkit.nn.backbones import build_backbone
+from sslkit.nn.heads import mlp_head
+from sslkit.nn.losses import info_nce_logits
+from sslkit.nn.queue import NegativeQueue
+
+from .common import check_finite, configure_sgd_cosine, global_batch_size, knn_validation_step, log_knn
+from .momentum import cosine_momentum, momentum_copy, momentum_update
+from .optim import OptimConfig
+
+BatchNormMode = Literal["split", "shuffle", "sync", "plain"]
+
+
+class MoCoV2(pl.LightningModule):
+    """MoCo v2.
+
+    Args:
+        backbone: timm name or ``torchvision.<arch>`` (see ``build_backbone``).
+        small_images: 3x3 stride-1 stem without max-pool, for 32-96 px images.
+        hidden_dim: hidden width of the MLP head; ``None`` = the backbone's feature size.
+        output_dim: embedding size (128 in the paper).
+        queue_size: number of negative keys K (65536 on ImageNet, 4096 on CIFAR).
+        temperature: InfoNCE temperature tau (0.2; the CIFAR demo uses 0.1).
+        momentum: key-encoder momentum m (0.999; 0.99 on CIFAR).
+        momentum_end: if set, m follows a cosine schedule from ``momentum`` to this value.
+        symmetric: also use (v2 -> v1) and average the two losses; both keys enter the
+            queue after both terms are computed, so no view is its own negative.
+        batchnorm: how the key encoder avoids the BatchNorm leak (sec. 3.3 of MoCo):
+            ``shuffle`` shuffles the key batch across ranks (the original, needs DDP);
+            ``split`` computes BN statistics over ``bn_splits`` sub-batches on each device and
+            shuffles keys within the device (the single-GPU CIFAR demo); ``sync`` uses
+            SyncBatchNorm; ``plain`` does nothing.
+        augment: the view recipe; default ``MoCoV2Views()``.
+        optim: optimiser and schedule (SGD lr 0.03 x B/256, cosine).
+        knn_k, knn_temperature: the kNN monitor on the val split.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "resnet50",
+        small_images: bool = False,
+        backbone_kwargs: dict | None = None,
+        hidden_dim: int | None = None,
+        output_dim: int = 128,
+        queue_size: int = 65536,
+        temperature: float = 0.2,
+        momentum: float = 0.999,
+        momentum_end: float | None = None,
+        symmetric: bool = False,
+        batchnorm: BatchNormMode = "split",
+        bn_splits: int = 8,
+        augment: MultiView | None = None,
+        optim: OptimConfig | None = None,
+        knn_k: int = 200,
+        knn_temperature: float = 0.07,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["augment"])
+        if batchnorm not in ("split", "shuffle", "sync", "plain"):
+            raise ValueError(f"batchnorm must be one of split, shuffle, sync, plain; got '{batchnorm}'")
+        self.backbone = build_backbone(backbone, small_images=small_images, **(backbone_kwargs or {}))
+        dim = self.backbone.dim
+        self.head = mlp_head(dim, hidden_dim or dim, output_dim)
+        self.key_backbone = momentum_copy(self.backbone)
+        self.key_head = momentum_copy(self.head)
+        self.queue = NegativeQueue(queue_size, output_dim)
+        self.augment = augment if augment is not None else MoCoV2Views()
+        self.optim = optim if optim is not None else OptimConfig(lr=0.03, weight_decay=1e-4)
+        self.temperature = temperature
+        self.momentum = momentum
+        self.momentum_end = momentum_end
+        self.symmetric = symmetric
+        self.batchnorm = batchnorm
+        self.bn_splits = bn_splits
+        self.knn = KNNAccuracy(knn_k, knn_temperature)
+        self._total_steps = 0
+
+    # ----------------------------------------------------------------- encoders
+    def _query(self, images: torch.Tensor) -> torch.Tensor:
+        if self.batchnorm == "split" and self.training:
+            feats = torch.cat([self.backbone(c) for c in self._splits(images)])
+        else:
+            feats = self.backbone(images)
+        return F.normalize(self.head(feats), dim=1)
+
+    def _key_forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.batchnorm == "split":
+            feats = torch.cat([self.key_backbone(c) for c in self._splits(images)])
+        else:
+            feats = self.key_backbone(images)
+        return F.normalize(self.key_head(feats), dim=1)
+
+    def _splits(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if images.shape[0] % self.bn_splits:
+            raise ValueError(
+                f"batchnorm='split' needs the per-device batch ({images.shape[0]}) to be divisible "
+                f"by bn_splits={self.bn_splits}"
+            )
+        return images.chunk(self.bn_splits)
+
+    @torch.no_grad()
+    def _keys(self, images: torch.Tensor) -> torch.Tensor:
+        """Keys with the batch shuffled before the key encoder and unshuffled after."""
+        if self.batchnorm == "shuffle" and distributed.world_size() > 1:
+            return self._keys_cross_rank_shuffle(images)
+        if self.batchnorm in ("split", "shuffle"):
+            perm = torch.randperm(images.shape[0], device=images.device)
+            keys = self._key_forward(images[perm])
+            return keys[torch.argsort(perm)]
+        return self._key_forward(images)
+
+    def _keys_cross_rank_shuffle(self, images: torch.Tensor) -> torch.Tensor:
+        everyone = distributed.gather_all(images)
+        total, local = everyone.shape[0], images.shape[0]
+        perm = torch.randperm(total, device=images.device)
+        torch.distributed.broadcast(perm, src=0)
+        rank = distributed.rank()
+        mine = perm[rank * local:(rank + 1) * local]
+        keys = distributed.gather_all(self._key_forward(everyone[mine]))
+        unshuffle = torch.argsort(perm)
+        return keys[unshuffle][rank * local:(rank + 1) * local]
+
+    # ----------------------------------------------------------------- training
+    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        with torch.no_grad():
+            if self.trainer is not None and self.trainer.training:
+                batch["views"] = self.augment(batch)
+            else:
+                batch["eval_image"] = self.augment.evaluate(batch)
+        return batch
+
+    def current_momentum(self) -> float:
+        if self.momentum_end is None:
+            return self.momentum
+        return cosine_momentum(self.momentum, self.momentum_end, self.global_step, self._total_steps)
+
+    def step(self, views: list[dict]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """One MoCo step on augmented views: momentum update, loss, enqueue. Returns (loss, stats)."""
+        x1, x2 = views[0]["image"], views[1]["image"]
+        m = self.current_momentum()
+        momentum_update(self.backbone, self.key_backbone, m)
+        momentum_update(self.head, self.key_head, m)
+
+        negatives = self.queue.keys.clone()
+        q1, k2 = self._query(x1), self._keys(x2)
+        logits, targets = info_nce_logits(q1, k2, negatives, self.temperature)
+        loss = F.cross_entropy(logits, targets)
+        keys = [k2]
+        if self.symmetric:
+            q2, k1 = self._query(x2), self._keys(x1)
+            logits2, _ = info_nce_logits(q2, k1, negatives, self.temperature)
+            loss = 0.5 * (loss + F.cross_entropy(logits2, targets))
+            keys.append(k1)
+        self.queue.enqueue(torch.cat(keys))
+        with torch.no_grad():
+            stats = {
+                "train/instance_acc": (logits.argmax(1) == 0).float().mean(),
+                "train/positive_sim": logits[:, 0].mean() * self.temperature,
+                "train/negative_sim": logits[:, 1:].mean() * self.temperature,
+                "train/momentum": torch.tensor(m),
+                "queue/filled": self.queue.filled.float() / self.queue.size,
+            }
+        return loss, stats
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss, stats = self.step(batch["views"])
+        check_finite(loss, self)
+        self.log_dict({"train/loss": loss, **stats})
+        self.log("loss", loss, prog_bar=True, logger=False)
+        return loss
+
+    def setup(self, stage: str) -> None:
+        if self.batchnorm == "sync" and distributed.world_size() > 1:
+            for name in ("backbone", "head", "key_backbone", "key_head"):
+                setattr(self, name, nn.SyncBatchNorm.convert_sync_batchnorm(getattr(self, name)))
+        if self.batchnorm == "shuffle" and self.trainer is not None and self.trainer.world_size == 1:
+            rank_zero_warn(
+                "batchnorm='shuffle' on a single process cannot stop the BatchNorm leak; "
+                "use batchnorm='split' on one device"
+            )
+
+    def on_fit_start(self) -> None:
+        per_step = global_batch_size(self) // self.trainer.accumulate_grad_batches * (2 if self.symmetric else 1)
+        if self.queue.size < per_step:
+            raise ValueError(
+                f"model.queue_size={self.queue.size} is smaller than the {per_step} keys enqueued per "
+                f"step (global batch x {'2 views' if self.symmetric else '1 view'})"
+            )
+
+    def configure_optimizers(self):
+        config = configure_sgd_cosine(self, nn.ModuleList([self.backbone, self.head]), self.optim)
+        self._total_steps = int(self.trainer.estimated_stepping_batches)
+        return config
+
+    # --------------------------------------------------------------- validation
+    def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        knn_validation_step(self, batch, dataloader_idx)
+
+    def on_validation_epoch_end(self) -> None:
+        log_knn(self)
+
+    test_step = validation_step
+    on_test_epoch_end = on_validation_epoch_end
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Backbone features of normalised images."""
+        return self.backbone(images)

@@ -1,0 +1,31 @@
+"""Tiny, fast settings shared by the end-to-end tests."""
+import pytorch_lightning as pl
+
+from sslkit.augmentations import MoCoV2Views
+from sslkit.data import SyntheticScenes
+from sslkit.methods import MoCoV2, OptimConfig
+
+
+def tiny_data(**kwargs) -> SyntheticScenes:
+    args = dict(image_size=32, num_classes=4, num_train=64, num_val=32, batch_size=16)
+    args.update(kwargs)
+    return SyntheticScenes(**args)
+
+
+def tiny_moco(**kwargs) -> MoCoV2:
+    args = dict(
+        backbone="test_resnet", hidden_dim=32, output_dim=16, queue_size=64, momentum=0.9,
+        batchnorm="split", bn_splits=2, knn_k=5,
+        augment=MoCoV2Views(crop_size=32, blur_p=0.0), optim=OptimConfig(lr=0.1),
+    )
+    args.update(kwargs)
+    return MoCoV2(**args)
+
+
+def tiny_trainer(tmp_path, **kwargs) -> pl.Trainer:
+    args = dict(
+        default_root_dir=str(tmp_path), max_steps=3, limit_val_batches=2, logger=False,
+        enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", devices=1,
+    )
+    args.update(kwargs)
+    return pl.Trainer(**args)

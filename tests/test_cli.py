@@ -1,0 +1,48 @@
+"""The `sslkit` command in a fresh process, as a user runs it."""
+import os
+import shutil
+import subprocess
+import sys
+
+from conftest import REPO
+
+SSLKIT = [sys.executable, "-m", "sslkit.cli"]
+FAST = [
+    "--trainer.max_epochs=1", "--trainer.limit_train_batches=3", "--trainer.limit_val_batches=2", "--trainer.check_val_every_n_epoch=1", "--trainer.log_every_n_steps=1", "--trainer.enable_progress_bar=false",
+    "--data.init_args.num_train=128", "--data.init_args.num_val=64", "--data.init_args.batch_size=32",
+    "--model.init_args.queue_size=256",
+]
+
+
+def run(args, cwd):
+    return subprocess.run(SSLKIT + args, cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def test_fit_demo_config_end_to_end(tmp_path):
+    shutil.copytree(os.path.join(REPO, "configs"), tmp_path / "configs")
+    out = run(["fit", "-c", "configs/demo.yaml", *FAST], tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "val/knn_top1 =" in out.stdout + out.stderr
+    ckpts = list((tmp_path / "runs" / "demo").glob("version_*/checkpoints/last.ckpt"))
+    assert ckpts, os.listdir(tmp_path)
+    metrics = next((tmp_path / "runs" / "demo").glob("version_*/metrics.csv")).read_text()
+    assert "train/loss" in metrics and "val/knn_top1" in metrics
+
+
+def test_config_typo_names_the_key(tmp_path):
+    out = run(["fit", "-c", os.path.join(REPO, "configs/demo.yaml"), "--model.init_args.temprature=0.1"], tmp_path)
+    assert out.returncode != 0
+    assert "temprature" in out.stderr
+
+
+def test_unknown_method_class_path(tmp_path):
+    out = run(["fit", "-c", os.path.join(REPO, "configs/demo.yaml"), "--model.class_path=sslkit.methods.MoCoV9"], tmp_path)
+    assert out.returncode != 0
+    assert "MoCoV9" in out.stderr
+
+
+def test_every_config_parses(tmp_path):
+    for name in sorted(os.listdir(os.path.join(REPO, "configs"))):
+        out = run(["fit", "--print_config", "-c", os.path.join(REPO, "configs", name)], tmp_path)
+        assert out.returncode == 0, (name, out.stderr[-2000:])
+        assert "class_path: sslkit.methods" in out.stdout
