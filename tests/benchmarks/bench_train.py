@@ -1,0 +1,75 @@
+"""Training images/s of a method and the share of step time spent in augmentation.
+
+    python tests/benchmarks/bench_train.py -c configs/demo.yaml [--device cuda] [--precision bf16]
+
+Builds the config's model and data through the CLI parser (nothing is trained to
+completion), then times ``steps`` optimiser steps on real batches from the DataModule.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from sslkit.cli import SSLKitCLI
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("-c", "--config", default="configs/demo.yaml")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--precision", choices=["32", "bf16"], default="32")
+    parser.add_argument("overrides", nargs="*")
+    args = parser.parse_args()
+    cli = SSLKitCLI(args=["-c", args.config, "--trainer.logger=false", *args.overrides], run=False)
+    model, data = cli.model, cli.datamodule
+    device = torch.device(args.device)
+    model.to(device).train()
+    data.setup("fit")
+    loader = iter(data.train_dataloader())
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01, momentum=0.9)
+
+    def step(batch, timings):
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        sync(device)
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            batch["views"] = model.augment(batch)
+        sync(device)
+        t1 = time.perf_counter()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16"):
+            loss, _ = model.step(batch["views"])
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        sync(device)
+        t2 = time.perf_counter()
+        timings.append((t1 - t0, t2 - t0, batch["image"].shape[0]))
+
+    warm: list = []
+    for _ in range(2):
+        step(next(loader), warm)
+    timings: list = []
+    for _ in range(args.steps):
+        try:
+            batch = next(loader)
+        except StopIteration:
+            loader = iter(data.train_dataloader())
+            batch = next(loader)
+        step(batch, timings)
+    aug = sum(t[0] for t in timings)
+    total = sum(t[1] for t in timings)
+    images = sum(t[2] for t in timings)
+    print(f"config {args.config} on {device} ({args.precision}): {images / total:,.0f} images/s, "
+          f"augmentation {100 * aug / total:.1f}% of step time ({total / len(timings) * 1000:.1f} ms/step)")
+
+
+if __name__ == "__main__":
+    main()
