@@ -212,6 +212,16 @@ class MultiView(nn.Module):
         """The evaluation image: centre crop and normalisation, no randomness."""
         return self.eval_view(batch)["image"]
 
+    def check_canvas(self, canvas: int) -> None:
+        """Fail early if a crop is larger than the data's ``canvas`` x ``canvas`` images."""
+        for module in self.modules():
+            if isinstance(module, (RandomResizedCrop, CenterCrop)) and module.size > canvas:
+                raise ValueError(
+                    f"{type(module).__name__} size {module.size} is larger than the data's "
+                    f"{canvas}x{canvas} image canvas (data.image_size); lower the crop size or "
+                    f"raise data.image_size"
+                )
+
 
 class RepeatedView(MultiView):
     """``num_views`` views from one recipe, computed in a single pass over the batch

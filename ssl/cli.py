@@ -79,6 +79,12 @@ class SSLKitCLI(LightningCLI):
         )
 
 
+    def before_fit(self) -> None:
+        check = getattr(self.model, "check_data", None)
+        if check is not None:
+            check(self.datamodule, self.trainer.world_size)
+
+
 def main(args: list[str] | None = None) -> None:
     SSLKitCLI(args=args)
 

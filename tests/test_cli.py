@@ -46,3 +46,11 @@ def test_every_config_parses(tmp_path):
         out = run(["fit", "--print_config", "-c", os.path.join(REPO, "configs", name)], tmp_path)
         assert out.returncode == 0, (name, out.stderr[-2000:])
         assert "class_path: sslkit.methods" in out.stdout
+
+
+def test_crop_larger_than_canvas_fails_before_anything_is_written(tmp_path):
+    out = run(["fit", "-c", os.path.join(REPO, "configs/demo.yaml"), *FAST,
+               "--model.init_args.augment.init_args.crop_size=48"], tmp_path)
+    assert out.returncode != 0
+    assert "RandomResizedCrop size 48 is larger than the data's 32x32 image canvas" in out.stderr
+    assert not (tmp_path / "runs").exists()

@@ -24,3 +24,22 @@ def test_queue_gathers_keys_from_all_ranks():
     for state in states:
         assert torch.equal(state["keys"], reference.keys)
         assert int(state["ptr"]) == int(reference.ptr) == 12 % 10
+
+
+def _shuffle_bn_keys(rank, world_size):
+    from helpers import tiny_moco
+
+    torch.manual_seed(0)
+    model = tiny_moco(batchnorm="shuffle")
+    model.key_backbone.eval()  # running statistics: each key depends on its own image only
+    model.key_head.eval()
+    torch.manual_seed(100 + rank)
+    images = torch.randn(4, 3, 32, 32)
+    return model._keys(images), model._key_forward(images), images
+
+
+def test_cross_rank_shuffle_bn_returns_each_ranks_own_keys():
+    results = run_distributed(_shuffle_bn_keys, 2)
+    for shuffled, direct, _ in results:
+        assert torch.allclose(shuffled, direct, atol=1e-5)
+    assert not torch.allclose(results[0][0], results[1][0])

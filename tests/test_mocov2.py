@@ -45,7 +45,7 @@ def test_checkpoint_restores_queue_pointer_and_momentum_encoder(tmp_path):
 
 def test_queue_smaller_than_global_batch_is_a_clear_error(tmp_path):
     model = tiny_moco(queue_size=8)
-    with pytest.raises(ValueError, match="queue_size=8 is smaller than the 16 keys"):
+    with pytest.raises(ValueError, match="queue_size=8 is smaller than the 16 keys enqueued per step"):
         tiny_trainer(tmp_path).fit(model, tiny_data())
 
 

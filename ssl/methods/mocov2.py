@@ -21,7 +21,7 @@ from sslkit.nn.heads import mlp_head
 from sslkit.nn.losses import info_nce_logits
 from sslkit.nn.queue import NegativeQueue
 
-from .common import check_finite, configure_sgd_cosine, global_batch_size, knn_validation_step, log_knn
+from .common import check_finite, configure_sgd_cosine, knn_validation_step, log_knn
 from .momentum import cosine_momentum, momentum_copy, momentum_update
 from .optim import OptimConfig
 
@@ -186,7 +186,24 @@ class MoCoV2(pl.LightningModule):
         self.log("loss", loss, prog_bar=True, logger=False)
         return loss
 
+    def check_data(self, datamodule, world_size: int = 1) -> None:
+        """Errors that would otherwise surface mid-run: crops larger than the canvas and a
+        queue that cannot hold one step's keys."""
+        canvas = getattr(datamodule, "image_size", None)
+        if canvas is not None:
+            self.augment.check_canvas(canvas)
+        batch = getattr(datamodule, "batch_size", None)
+        if batch is not None:
+            per_step = batch * world_size * (2 if self.symmetric else 1)
+            if self.queue.size < per_step:
+                raise ValueError(
+                    f"model.queue_size={self.queue.size} is smaller than the {per_step} keys enqueued "
+                    f"per step (batch {batch} x {world_size} ranks x {2 if self.symmetric else 1} views)"
+                )
+
     def setup(self, stage: str) -> None:
+        if self.trainer is not None and self.trainer.datamodule is not None:
+            self.check_data(self.trainer.datamodule, self.trainer.world_size)
         if self.batchnorm == "sync" and distributed.world_size() > 1:
             for name in ("backbone", "head", "key_backbone", "key_head"):
                 setattr(self, name, nn.SyncBatchNorm.convert_sync_batchnorm(getattr(self, name)))
@@ -194,14 +211,6 @@ class MoCoV2(pl.LightningModule):
             rank_zero_warn(
                 "batchnorm='shuffle' on a single process cannot stop the BatchNorm leak; "
                 "use batchnorm='split' on one device"
-            )
-
-    def on_fit_start(self) -> None:
-        per_step = global_batch_size(self) // self.trainer.accumulate_grad_batches * (2 if self.symmetric else 1)
-        if self.queue.size < per_step:
-            raise ValueError(
-                f"model.queue_size={self.queue.size} is smaller than the {per_step} keys enqueued per "
-                f"step (global batch x {'2 views' if self.symmetric else '1 view'})"
             )
 
     def configure_optimizers(self):
