@@ -205,6 +205,11 @@ class MoCoV2(pl.LightningModule):
         if self.trainer is not None and self.trainer.datamodule is not None:
             self.check_data(self.trainer.datamodule, self.trainer.world_size)
         if self.batchnorm == "sync" and distributed.world_size() > 1:
+            if self.trainer is not None and self.trainer.strategy.root_device.type == "cpu":
+                raise ValueError(
+                    "model.batchnorm='sync' needs GPUs: torch's SyncBatchNorm has no CPU path. "
+                    "Use batchnorm='shuffle' for DDP on CPUs"
+                )
             for name in ("backbone", "head", "key_backbone", "key_head"):
                 setattr(self, name, nn.SyncBatchNorm.convert_sync_batchnorm(getattr(self, name)))
         if self.batchnorm == "shuffle" and self.trainer is not None and self.trainer.world_size == 1:

@@ -8,6 +8,7 @@ completion), then times ``steps`` optimiser steps on real batches from the DataM
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 import torch
@@ -28,6 +29,7 @@ def main() -> None:
     parser.add_argument("--precision", choices=["32", "bf16"], default="32")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
+    sys.argv = sys.argv[:1]  # the CLI reads only the arguments given below
     cli = SSLKitCLI(args=["-c", args.config, "--trainer.logger=false", *args.overrides], run=False)
     model, data = cli.model, cli.datamodule
     device = torch.device(args.device)
