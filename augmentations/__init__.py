@@ -1,5 +1,5 @@
 """On-device, batched augmentation stages and the published recipes built from them."""
-from .recipes import MoCoV2Views
+from .recipes import BYOLViews, MoCoV2Views, MultiCropViews
 from .stages import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -18,6 +18,8 @@ from .stages import (
 )
 
 __all__ = [
+    "BYOLViews",
+    "MultiCropViews",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "CenterCrop",

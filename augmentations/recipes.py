@@ -3,11 +3,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from torch import nn
+
 from .stages import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     CenterCrop,
     ColorJitter,
+    MultiView,
+    RandomSolarize,
     RepeatedView,
     Normalize,
     RandomGaussianBlur,
@@ -61,3 +65,91 @@ class MoCoV2Views(RepeatedView):
             return out
 
         super().__init__(View(stages()), num_views, eval_view(crop_size, mean, std))
+
+
+def _stages(
+    crop_size: int,
+    crop_scale: tuple[float, float],
+    jitter: tuple[float, float, float, float],
+    jitter_p: float,
+    grayscale_p: float,
+    blur_p: float,
+    blur_sigma: tuple[float, float],
+    solarize_p: float,
+    flip_p: float,
+    mean: Sequence[float],
+    std: Sequence[float],
+) -> list[Stage]:
+    out: list[Stage] = [RandomResizedCrop(crop_size, crop_scale)]
+    if flip_p > 0:
+        out.append(RandomHorizontalFlip(flip_p))
+    if jitter_p > 0:
+        out.append(ColorJitter(*jitter, p=jitter_p))
+    if grayscale_p > 0:
+        out.append(RandomGrayscale(grayscale_p))
+    if blur_p > 0:
+        out.append(RandomGaussianBlur(blur_sigma, p=blur_p, image_size=crop_size))
+    if solarize_p > 0:
+        out.append(RandomSolarize(solarize_p))
+    out.append(Normalize(mean, std))
+    return out
+
+
+class BYOLViews(MultiView):
+    """BYOL's asymmetric pair (Grill et al. 2020, Table 6): crop (0.08-1), flip, colour
+    jitter (0.4, 0.4, 0.2, 0.1) p=0.8, grayscale p=0.2; blur p=1.0 / 0.1 and solarisation
+    p=0.0 / 0.2 for view 1 / view 2."""
+
+    def __init__(
+        self,
+        crop_size: int = 224,
+        crop_scale: tuple[float, float] = (0.08, 1.0),
+        jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.2, 0.1),
+        jitter_p: float = 0.8,
+        grayscale_p: float = 0.2,
+        blur_p: tuple[float, float] = (1.0, 0.1),
+        blur_sigma: tuple[float, float] = (0.1, 2.0),
+        solarize_p: tuple[float, float] = (0.0, 0.2),
+        flip_p: float = 0.5,
+        mean: tuple[float, float, float] = IMAGENET_MEAN,
+        std: tuple[float, float, float] = IMAGENET_STD,
+    ) -> None:
+        views = [
+            View(_stages(crop_size, crop_scale, jitter, jitter_p, grayscale_p, blur_p[i], blur_sigma,
+                         solarize_p[i], flip_p, mean, std))
+            for i in range(2)
+        ]
+        super().__init__(views, eval_view(crop_size, mean, std))
+
+
+class MultiCropViews(MultiView):
+    """SwAV's multi-crop (Caron et al. 2020, sec. 3.2): ``num_global`` crops of
+    ``global_size`` px (scale 0.14-1) then ``num_local`` crops of ``local_size`` px
+    (scale 0.05-0.14); colour jitter (0.8, 0.8, 0.8, 0.2) p=0.8, grayscale p=0.2,
+    blur p=0.5, flip. Each group is computed in one pass."""
+
+    def __init__(
+        self,
+        global_size: int = 224,
+        global_scale: tuple[float, float] = (0.14, 1.0),
+        num_global: int = 2,
+        local_size: int = 96,
+        local_scale: tuple[float, float] = (0.05, 0.14),
+        num_local: int = 6,
+        jitter: tuple[float, float, float, float] = (0.8, 0.8, 0.8, 0.2),
+        jitter_p: float = 0.8,
+        grayscale_p: float = 0.2,
+        blur_p: float = 0.5,
+        blur_sigma: tuple[float, float] = (0.1, 2.0),
+        flip_p: float = 0.5,
+        mean: tuple[float, float, float] = IMAGENET_MEAN,
+        std: tuple[float, float, float] = IMAGENET_STD,
+    ) -> None:
+        if num_global < 2:
+            raise ValueError(f"multi-crop needs at least 2 global crops, got num_global={num_global}")
+        common = (jitter, jitter_p, grayscale_p, blur_p, blur_sigma, 0.0, flip_p, mean, std)
+        views: list[nn.Module] = [RepeatedView(View(_stages(global_size, global_scale, *common)), num_global)]
+        if num_local > 0:
+            views.append(RepeatedView(View(_stages(local_size, local_scale, *common)), num_local))
+        super().__init__(views, eval_view(global_size, mean, std))
+        self.num_global = num_global

@@ -190,22 +190,46 @@ class View(nn.Module):
         return view
 
 
+def _drop_recipe_state(module, state_dict, prefix, local_metadata) -> None:
+    for key in [k for k in state_dict if k.startswith(prefix)]:
+        del state_dict[key]
+
+
+def _ignore_recipe_state(module, state_dict, prefix, *args) -> None:
+    """A recipe has no learned state: checkpoints neither carry nor require its buffers
+    (Kornia keeps sampling ranges there), so changing the recipe never breaks loading."""
+    for key in [k for k in state_dict if k.startswith(prefix)]:
+        del state_dict[key]
+    for name, sub in module.named_modules():
+        path = prefix + (name + "." if name else "")
+        for key, tensor in list(sub._parameters.items()) + list(sub._buffers.items()):
+            if tensor is not None and key not in sub._non_persistent_buffers_set:
+                state_dict[path + key] = tensor
+
+
 class MultiView(nn.Module):
     """The views one method trains on, plus the deterministic view used for evaluation.
 
-    ``forward(batch)`` returns one view dict per entry of ``views``, each computed from
-    the same uint8 batch with independent randomness.
+    ``forward(batch)`` returns the list of view dicts, each computed from the same uint8
+    batch with independent randomness. An entry of ``views`` may itself produce several
+    views (a ``RepeatedView``); its views are spliced into the list in order.
     """
 
-    def __init__(self, views: Sequence[View], eval_view: View | None = None) -> None:
+    def __init__(self, views: Sequence[nn.Module], eval_view: View | None = None) -> None:
         super().__init__()
         if len(views) < 1:
             raise ValueError("MultiView needs at least one view")
         self.views = nn.ModuleList(views)
         self.eval_view = eval_view if eval_view is not None else View([Normalize()])
+        self._register_state_dict_hook(_drop_recipe_state)
+        self._register_load_state_dict_pre_hook(_ignore_recipe_state, with_module=True)
 
     def forward(self, batch: ViewDict) -> list[ViewDict]:
-        return [view(batch) for view in self.views]
+        out: list[ViewDict] = []
+        for view in self.views:
+            made = view(batch)
+            out.extend(made if isinstance(made, list) else [made])
+        return out
 
     @torch.no_grad()
     def evaluate(self, batch: ViewDict) -> torch.Tensor:

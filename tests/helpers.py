@@ -29,3 +29,25 @@ def tiny_trainer(tmp_path, **kwargs) -> pl.Trainer:
     )
     args.update(kwargs)
     return pl.Trainer(**args)
+
+
+def tiny_byol(**kwargs):
+    from sslkit.augmentations import BYOLViews
+    from sslkit.methods import BYOL
+
+    args = dict(backbone="test_resnet", proj_hidden_dim=32, proj_output_dim=16, pred_hidden_dim=32,
+                augment=BYOLViews(crop_size=32, blur_p=(0.0, 0.0)), knn_k=5,
+                optim=OptimConfig(name="lars", lr=0.2, exclude_bias_and_norm=True))
+    args.update(kwargs)
+    return BYOL(**args)
+
+
+def tiny_swav(**kwargs):
+    from sslkit.augmentations import MultiCropViews
+    from sslkit.methods import SwAV
+
+    args = dict(backbone="test_resnet", proj_hidden_dim=32, proj_output_dim=16, num_prototypes=10,
+                freeze_prototypes_steps=1, queue_length=32, queue_start_epoch=0, knn_k=5,
+                augment=MultiCropViews(global_size=32, local_size=16, num_local=2, blur_p=0.0))
+    args.update(kwargs)
+    return SwAV(**args)

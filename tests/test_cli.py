@@ -4,28 +4,31 @@ import shutil
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO
 
 SSLKIT = [sys.executable, "-m", "sslkit.cli"]
 FAST = [
     "--trainer.max_epochs=1", "--trainer.limit_train_batches=3", "--trainer.limit_val_batches=2", "--trainer.check_val_every_n_epoch=1", "--trainer.log_every_n_steps=1", "--trainer.enable_progress_bar=false",
     "--data.init_args.num_train=128", "--data.init_args.num_val=64", "--data.init_args.batch_size=32",
-    "--model.init_args.queue_size=256",
 ]
+MOCO = ["--model.init_args.queue_size=256"]
 
 
 def run(args, cwd):
     return subprocess.run(SSLKIT + args, cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
-def test_fit_demo_config_end_to_end(tmp_path):
+@pytest.mark.parametrize("name, extra", [("demo", MOCO), ("demo_byol", []), ("demo_swav", [])])
+def test_fit_demo_configs_end_to_end(tmp_path, name, extra):
     shutil.copytree(os.path.join(REPO, "configs"), tmp_path / "configs")
-    out = run(["fit", "-c", "configs/demo.yaml", *FAST], tmp_path)
+    out = run(["fit", "-c", f"configs/{name}.yaml", *FAST, *extra], tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "val/knn_top1 =" in out.stdout + out.stderr
-    ckpts = list((tmp_path / "runs" / "demo").glob("version_*/checkpoints/last.ckpt"))
+    ckpts = list((tmp_path / "runs" / name).glob("version_*/checkpoints/last.ckpt"))
     assert ckpts, os.listdir(tmp_path)
-    metrics = next((tmp_path / "runs" / "demo").glob("version_*/metrics.csv")).read_text()
+    metrics = next((tmp_path / "runs" / name).glob("version_*/metrics.csv")).read_text()
     assert "train/loss" in metrics and "val/knn_top1" in metrics
 
 
@@ -49,7 +52,7 @@ def test_every_config_parses(tmp_path):
 
 
 def test_crop_larger_than_canvas_fails_before_anything_is_written(tmp_path):
-    out = run(["fit", "-c", os.path.join(REPO, "configs/demo.yaml"), *FAST,
+    out = run(["fit", "-c", os.path.join(REPO, "configs/demo.yaml"), *FAST, *MOCO,
                "--model.init_args.augment.init_args.crop_size=48"], tmp_path)
     assert out.returncode != 0
     assert "RandomResizedCrop size 48 is larger than the data's 32x32 image canvas" in out.stderr

@@ -73,3 +73,18 @@ def test_eval_view_is_deterministic_centre_crop():
     recipe = MoCoV2Views(crop_size=24)
     a, b = recipe.evaluate(batch), recipe.evaluate(batch)
     assert a.shape == (8, 3, 24, 24) and torch.equal(a, b)
+
+
+def test_recipes_are_not_part_of_checkpoints():
+    import torch.nn as nn
+
+    holder = nn.Module()
+    holder.augment = MoCoV2Views(crop_size=32)
+    holder.weight = nn.Parameter(torch.ones(2))
+    state = holder.state_dict()
+    assert list(state) == ["weight"]
+    other = nn.Module()
+    other.augment = MoCoV2Views(crop_size=24, blur_p=0.0)  # another recipe loads the same state
+    other.weight = nn.Parameter(torch.zeros(2))
+    other.load_state_dict(state)
+    assert torch.equal(other.weight, torch.ones(2))

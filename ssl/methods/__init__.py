@@ -1,5 +1,8 @@
 """Self-supervised methods as LightningModules."""
+from .byol import BYOL
+from .lars import LARS
 from .mocov2 import MoCoV2
 from .optim import OptimConfig
+from .swav import SwAV
 
-__all__ = ["MoCoV2", "OptimConfig"]
+__all__ = ["BYOL", "LARS", "MoCoV2", "OptimConfig", "SwAV"]

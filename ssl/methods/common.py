@@ -23,7 +23,7 @@ def global_batch_size(module: pl.LightningModule) -> int:
     return batch * trainer.world_size * trainer.accumulate_grad_batches
 
 
-def configure_sgd_cosine(module: pl.LightningModule, params: nn.Module, config: OptimConfig) -> dict:
+def configure_optimization(module: pl.LightningModule, params: nn.Module, config: OptimConfig) -> dict:
     """Optimiser with lr scaled by the global batch, and a per-step warm-up + cosine schedule."""
     batch = global_batch_size(module) or config.reference_batch_size
     optimizer = build_optimizer(params, config, batch)
@@ -43,6 +43,22 @@ def steps_per_epoch(trainer: pl.Trainer) -> int:
     if batches == float("inf"):
         raise ValueError("warm-up in epochs needs a train loader of known length")
     return max(1, math.ceil(batches / trainer.accumulate_grad_batches))
+
+
+def augment_on_device(module: pl.LightningModule, batch: dict) -> dict:
+    """``on_after_batch_transfer``: training views while fitting, else the evaluation view."""
+    with torch.no_grad():
+        if module.trainer is not None and module.trainer.training:
+            batch["views"] = module.augment(batch)
+        else:
+            batch["eval_image"] = module.augment.evaluate(batch)
+    return batch
+
+
+def check_canvas(module: pl.LightningModule, datamodule) -> None:
+    canvas = getattr(datamodule, "image_size", None)
+    if canvas is not None:
+        module.augment.check_canvas(canvas)
 
 
 def check_finite(loss: torch.Tensor, module: pl.LightningModule) -> None:

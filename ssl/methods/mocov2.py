@@ -21,7 +21,14 @@ from sslkit.nn.heads import mlp_head
 from sslkit.nn.losses import info_nce_logits
 from sslkit.nn.queue import NegativeQueue
 
-from .common import check_finite, configure_sgd_cosine, knn_validation_step, log_knn
+from .common import (
+    augment_on_device,
+    check_canvas,
+    check_finite,
+    configure_optimization,
+    knn_validation_step,
+    log_knn,
+)
 from .momentum import cosine_momentum, momentum_copy, momentum_update
 from .optim import OptimConfig
 
@@ -139,12 +146,7 @@ class MoCoV2(pl.LightningModule):
 
     # ----------------------------------------------------------------- training
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
-        with torch.no_grad():
-            if self.trainer is not None and self.trainer.training:
-                batch["views"] = self.augment(batch)
-            else:
-                batch["eval_image"] = self.augment.evaluate(batch)
-        return batch
+        return augment_on_device(self, batch)
 
     def current_momentum(self) -> float:
         if self.momentum_end is None:
@@ -189,9 +191,7 @@ class MoCoV2(pl.LightningModule):
     def check_data(self, datamodule, world_size: int = 1) -> None:
         """Errors that would otherwise surface mid-run: crops larger than the canvas and a
         queue that cannot hold one step's keys."""
-        canvas = getattr(datamodule, "image_size", None)
-        if canvas is not None:
-            self.augment.check_canvas(canvas)
+        check_canvas(self, datamodule)
         batch = getattr(datamodule, "batch_size", None)
         if batch is not None:
             per_step = batch * world_size * (2 if self.symmetric else 1)
@@ -219,7 +219,7 @@ class MoCoV2(pl.LightningModule):
             )
 
     def configure_optimizers(self):
-        config = configure_sgd_cosine(self, nn.ModuleList([self.backbone, self.head]), self.optim)
+        config = configure_optimization(self, nn.ModuleList([self.backbone, self.head]), self.optim)
         self._total_steps = int(self.trainer.estimated_stepping_batches)
         return config
 

@@ -17,7 +17,7 @@ class OptimConfig:
     ``warmup_epochs`` of linear warm-up, then cosine decay to ``final_lr_ratio * lr``.
     """
 
-    name: Literal["sgd"] = "sgd"
+    name: Literal["sgd", "lars"] = "sgd"
     lr: float = 0.03
     reference_batch_size: int = 256
     weight_decay: float = 1e-4
@@ -26,6 +26,7 @@ class OptimConfig:
     warmup_epochs: float = 0.0
     final_lr_ratio: float = 0.0
     exclude_bias_and_norm: bool = False
+    trust_coefficient: float = 0.001
 
 
 def scaled_lr(config: OptimConfig, global_batch_size: int) -> float:
@@ -42,8 +43,14 @@ def parameter_groups(module: nn.Module, config: OptimConfig) -> list[dict]:
     return [{"params": regular}, {"params": exempt, "weight_decay": 0.0, "exclude": True}]
 
 
+
 def build_optimizer(module: nn.Module, config: OptimConfig, global_batch_size: int) -> torch.optim.Optimizer:
     groups = parameter_groups(module, config)
+    if config.name == "lars":
+        from .lars import LARS
+
+        return LARS(groups, lr=scaled_lr(config, global_batch_size), momentum=config.momentum,
+                    weight_decay=config.weight_decay, trust_coefficient=config.trust_coefficient)
     return torch.optim.SGD(
         groups,
         lr=scaled_lr(config, global_batch_size),

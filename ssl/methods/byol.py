@@ -1,0 +1,127 @@
+"""BYOL (Grill et al. 2020, arXiv 2006.07733) as a LightningModule.
+
+Online network = backbone + projector + predictor; target network = EMA of backbone +
+projector; the online prediction of one view regresses the target projection of the
+other, symmetrised.
+"""
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from sslkit.augmentations import BYOLViews, MultiView
+from sslkit.eval.knn import KNNAccuracy
+from sslkit.nn.backbones import build_backbone
+from sslkit.nn.heads import mlp_head
+from sslkit.nn.losses import byol_loss
+
+from .common import (
+    augment_on_device,
+    check_canvas,
+    check_finite,
+    configure_optimization,
+    knn_validation_step,
+    log_knn,
+)
+from .momentum import cosine_momentum, momentum_copy, momentum_update
+from .optim import OptimConfig
+
+
+class BYOL(pl.LightningModule):
+    """BYOL.
+
+    Args:
+        backbone, small_images, backbone_kwargs: see ``build_backbone``.
+        proj_hidden_dim, proj_output_dim: projector ``Linear-BN-ReLU-Linear`` (4096 -> 256).
+        pred_hidden_dim: predictor hidden width (4096; output = ``proj_output_dim``).
+        tau_base, tau_final: target EMA rate follows ``1 - (1 - tau_base)(cos(pi k/K) + 1)/2``
+            from ``tau_base`` at step 0 to ``tau_final`` at the last step K.
+        augment: default ``BYOLViews()`` (the asymmetric recipe).
+        optim: default LARS, lr 0.2 x B/256, wd 1.5e-6, biases and norms excluded,
+            10 warm-up epochs, cosine.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "resnet50",
+        small_images: bool = False,
+        backbone_kwargs: dict | None = None,
+        proj_hidden_dim: int = 4096,
+        proj_output_dim: int = 256,
+        pred_hidden_dim: int = 4096,
+        tau_base: float = 0.996,
+        tau_final: float = 1.0,
+        augment: MultiView | None = None,
+        optim: OptimConfig | None = None,
+        knn_k: int = 200,
+        knn_temperature: float = 0.07,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["augment"])
+        self.backbone = build_backbone(backbone, small_images=small_images, **(backbone_kwargs or {}))
+        self.projector = mlp_head(self.backbone.dim, proj_hidden_dim, proj_output_dim, batch_norm=True)
+        self.predictor = mlp_head(proj_output_dim, pred_hidden_dim, proj_output_dim, batch_norm=True)
+        self.target_backbone = momentum_copy(self.backbone)
+        self.target_projector = momentum_copy(self.projector)
+        self.augment = augment if augment is not None else BYOLViews()
+        self.optim = optim if optim is not None else OptimConfig(
+            name="lars", lr=0.2, weight_decay=1.5e-6, exclude_bias_and_norm=True, warmup_epochs=10
+        )
+        self.tau_base = tau_base
+        self.tau_final = tau_final
+        self.knn = KNNAccuracy(knn_k, knn_temperature)
+        self._total_steps = 0
+
+    def current_tau(self) -> float:
+        return cosine_momentum(self.tau_base, self.tau_final, self.global_step, self._total_steps)
+
+    def step(self, views: list[dict]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Symmetrised BYOL loss on two augmented views. Returns (loss, stats)."""
+        x1, x2 = views[0]["image"], views[1]["image"]
+        online = [self.predictor(self.projector(self.backbone(x))) for x in (x1, x2)]
+        with torch.no_grad():
+            target = [self.target_projector(self.target_backbone(x)) for x in (x1, x2)]
+        loss = byol_loss(online[0], target[1]) + byol_loss(online[1], target[0])
+        return loss, {"train/tau": torch.tensor(self.current_tau())}
+
+    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        return augment_on_device(self, batch)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss, stats = self.step(batch["views"])
+        check_finite(loss, self)
+        self.log_dict({"train/loss": loss, **stats})
+        self.log("loss", loss, prog_bar=True, logger=False)
+        return loss
+
+    def on_train_batch_end(self, outputs, batch: dict, batch_idx: int) -> None:
+        """The target follows the online network after each optimiser step (BYOL eq. 1)."""
+        tau = cosine_momentum(self.tau_base, self.tau_final, self.global_step - 1, self._total_steps)
+        momentum_update(self.backbone, self.target_backbone, tau)
+        momentum_update(self.projector, self.target_projector, tau)
+
+    def check_data(self, datamodule, world_size: int = 1) -> None:
+        check_canvas(self, datamodule)
+
+    def setup(self, stage: str) -> None:
+        if self.trainer is not None and self.trainer.datamodule is not None:
+            self.check_data(self.trainer.datamodule, self.trainer.world_size)
+
+    def configure_optimizers(self):
+        online = nn.ModuleList([self.backbone, self.projector, self.predictor])
+        config = configure_optimization(self, online, self.optim)
+        self._total_steps = int(self.trainer.estimated_stepping_batches)
+        return config
+
+    def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        knn_validation_step(self, batch, dataloader_idx)
+
+    def on_validation_epoch_end(self) -> None:
+        log_knn(self)
+
+    test_step = validation_step
+    on_test_epoch_end = on_validation_epoch_end
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.backbone(images)

@@ -1,0 +1,87 @@
+import pytest
+import torch
+
+from helpers import tiny_byol, tiny_data, tiny_swav, tiny_trainer
+from sslkit.augmentations import MultiCropViews
+from sslkit.methods import BYOL, SwAV
+from sslkit.methods.momentum import cosine_momentum
+
+
+def views(n, sizes=(32, 32, 16, 16)):
+    return [{"image": torch.randn(n, 3, s, s)} for s in sizes]
+
+
+def test_byol_target_follows_the_tau_schedule(tmp_path):
+    model = tiny_byol(tau_base=0.9)
+    trainer = tiny_trainer(tmp_path, max_steps=3)
+    online_before = [p.detach().clone() for p in model.backbone.parameters()]
+    trainer.fit(model, tiny_data())
+    assert model._total_steps == 3
+    assert model.current_tau() == cosine_momentum(0.9, 1.0, 3, 3) == 1.0
+    assert not all(torch.equal(a, b) for a, b in zip(online_before, model.backbone.parameters()))
+    assert all(not p.requires_grad for p in model.target_backbone.parameters())
+
+
+def test_swav_prototypes_frozen_then_trained():
+    model = tiny_swav(freeze_prototypes_steps=1, queue_length=0)
+    loss, _ = model.step(views(8))
+    loss.backward()
+    model.on_after_backward()  # global_step 0 < 1: frozen
+    assert model.prototypes.weight.grad is None
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.backbone.parameters())
+    model.zero_grad()
+    model.freeze_prototypes_steps = 0
+    loss, _ = model.step(views(8))
+    loss.backward()
+    model.on_after_backward()
+    assert model.prototypes.weight.grad is not None and model.prototypes.weight.grad.abs().sum() > 0
+
+
+def test_swav_groups_crops_by_resolution(monkeypatch):
+    model = tiny_swav(queue_length=0)
+    seen = []
+    forward = model.backbone.forward
+    monkeypatch.setattr(model.backbone, "forward", lambda x: seen.append(tuple(x.shape)) or forward(x))
+    model.step(views(4, sizes=(32, 32, 16, 16, 16)))
+    assert seen == [(8, 3, 32, 32), (12, 3, 16, 16)]
+
+
+def test_swav_queue_is_used_for_codes_and_saved(tmp_path):
+    model = tiny_swav(queue_length=32, queue_start_epoch=0)
+    trainer = tiny_trainer(tmp_path, max_steps=3)
+    trainer.fit(model, tiny_data())
+    assert int(model.queue_filled) == 32
+    path = tmp_path / "swav.ckpt"
+    trainer.save_checkpoint(path)
+    restored = SwAV.load_from_checkpoint(path)
+    assert torch.equal(restored.queue, model.queue)
+    assert torch.equal(restored.prototypes.weight, model.prototypes.weight)
+
+
+def test_byol_checkpoint_restores_target_and_schedule_position(tmp_path):
+    model = tiny_byol()
+    trainer = tiny_trainer(tmp_path, max_steps=2)
+    trainer.fit(model, tiny_data())
+    path = tmp_path / "byol.ckpt"
+    trainer.save_checkpoint(path)
+    restored = BYOL.load_from_checkpoint(path)
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(restored.state_dict()[name], tensor), name
+    resumed = tiny_byol()
+    trainer = tiny_trainer(tmp_path, max_steps=3)
+    trainer.fit(resumed, tiny_data(), ckpt_path=str(path))
+    assert trainer.global_step == 3
+
+
+def test_swav_bad_inputs(tmp_path):
+    with pytest.raises(ValueError, match="num_prototypes must be at least 2"):
+        tiny_swav(num_prototypes=1)
+    with pytest.raises(ValueError, match="queue_length=8 is shorter than the per-device batch"):
+        tiny_trainer(tmp_path).fit(tiny_swav(queue_length=8), tiny_data())
+    with pytest.raises(ValueError, match="RandomResizedCrop size 64 is larger"):
+        tiny_trainer(tmp_path).fit(tiny_swav(augment=MultiCropViews(global_size=64, local_size=16)), tiny_data())
+    model = tiny_swav(queue_length=0)
+    bad = views(4)
+    bad[0]["image"][0] = float("nan")
+    with pytest.raises(FloatingPointError, match="global step 0"):
+        model.step(bad)
