@@ -16,19 +16,12 @@ from sslkit.nn.backbones import build_backbone
 from sslkit.nn.heads import mlp_head
 from sslkit.nn.losses import byol_loss
 
-from .common import (
-    augment_on_device,
-    check_canvas,
-    check_finite,
-    configure_optimization,
-    knn_validation_step,
-    log_knn,
-)
+from .common import SSLHooks, check_canvas, configure_optimization
 from .momentum import cosine_momentum, momentum_copy, momentum_update
 from .optim import OptimConfig
 
 
-class BYOL(pl.LightningModule):
+class BYOL(SSLHooks, pl.LightningModule):
     """BYOL.
 
     Args:
@@ -85,16 +78,6 @@ class BYOL(pl.LightningModule):
         loss = byol_loss(online[0], target[1]) + byol_loss(online[1], target[0])
         return loss, {"train/tau": torch.tensor(self.current_tau())}
 
-    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
-        return augment_on_device(self, batch)
-
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss, stats = self.step(batch["views"])
-        check_finite(loss, self)
-        self.log_dict({"train/loss": loss, **stats})
-        self.log("loss", loss, prog_bar=True, logger=False)
-        return loss
-
     def on_train_batch_end(self, outputs, batch: dict, batch_idx: int) -> None:
         """The target follows the online network after each optimiser step (BYOL eq. 1)."""
         tau = cosine_momentum(self.tau_base, self.tau_final, self.global_step - 1, self._total_steps)
@@ -104,24 +87,8 @@ class BYOL(pl.LightningModule):
     def check_data(self, datamodule, world_size: int = 1) -> None:
         check_canvas(self, datamodule)
 
-    def setup(self, stage: str) -> None:
-        if self.trainer is not None and self.trainer.datamodule is not None:
-            self.check_data(self.trainer.datamodule, self.trainer.world_size)
-
     def configure_optimizers(self):
         online = nn.ModuleList([self.backbone, self.projector, self.predictor])
         config = configure_optimization(self, online, self.optim)
         self._total_steps = int(self.trainer.estimated_stepping_batches)
         return config
-
-    def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
-        knn_validation_step(self, batch, dataloader_idx)
-
-    def on_validation_epoch_end(self) -> None:
-        log_knn(self)
-
-    test_step = validation_step
-    on_test_epoch_end = on_validation_epoch_end
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.backbone(images)

@@ -92,3 +92,42 @@ def log_knn(module: pl.LightningModule, name: str = "val/knn_top1") -> None:
         return
     module.log(name, value, prog_bar=True)
     knn.reset()
+
+
+class SSLHooks:
+    """The Lightning hooks every method shares, and nothing else: augment on the device,
+    log a finite loss, feed the kNN monitor, run the method's ``check_data`` before fit.
+
+    A method provides ``step(views) -> (loss, stats)``, ``augment``, ``knn`` and
+    ``check_data(datamodule, world_size)``.
+    """
+
+    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        return augment_on_device(self, batch)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss, stats = self.step(batch["views"])
+        check_finite(loss, self)
+        self.log_dict({"train/loss": loss, **stats})
+        self.log("loss", loss, prog_bar=True, logger=False)
+        return loss
+
+    def setup(self, stage: str) -> None:
+        if self.trainer is not None and self.trainer.datamodule is not None:
+            self.check_data(self.trainer.datamodule, self.trainer.world_size)
+
+    def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        knn_validation_step(self, batch, dataloader_idx)
+
+    def on_validation_epoch_end(self) -> None:
+        log_knn(self)
+
+    def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        knn_validation_step(self, batch, dataloader_idx)
+
+    def on_test_epoch_end(self) -> None:
+        log_knn(self)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Backbone features of normalised images."""
+        return self.backbone(images)

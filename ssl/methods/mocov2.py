@@ -21,21 +21,14 @@ from sslkit.nn.heads import mlp_head
 from sslkit.nn.losses import info_nce_logits
 from sslkit.nn.queue import NegativeQueue
 
-from .common import (
-    augment_on_device,
-    check_canvas,
-    check_finite,
-    configure_optimization,
-    knn_validation_step,
-    log_knn,
-)
+from .common import SSLHooks, check_canvas, configure_optimization
 from .momentum import cosine_momentum, momentum_copy, momentum_update
 from .optim import OptimConfig
 
 BatchNormMode = Literal["split", "shuffle", "sync", "plain"]
 
 
-class MoCoV2(pl.LightningModule):
+class MoCoV2(SSLHooks, pl.LightningModule):
     """MoCo v2.
 
     Args:
@@ -145,9 +138,6 @@ class MoCoV2(pl.LightningModule):
         return keys[unshuffle][rank * local:(rank + 1) * local]
 
     # ----------------------------------------------------------------- training
-    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
-        return augment_on_device(self, batch)
-
     def current_momentum(self) -> float:
         if self.momentum_end is None:
             return self.momentum
@@ -181,13 +171,6 @@ class MoCoV2(pl.LightningModule):
             }
         return loss, stats
 
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss, stats = self.step(batch["views"])
-        check_finite(loss, self)
-        self.log_dict({"train/loss": loss, **stats})
-        self.log("loss", loss, prog_bar=True, logger=False)
-        return loss
-
     def check_data(self, datamodule, world_size: int = 1) -> None:
         """Errors that would otherwise surface mid-run: crops larger than the canvas and a
         queue that cannot hold one step's keys."""
@@ -202,8 +185,7 @@ class MoCoV2(pl.LightningModule):
                 )
 
     def setup(self, stage: str) -> None:
-        if self.trainer is not None and self.trainer.datamodule is not None:
-            self.check_data(self.trainer.datamodule, self.trainer.world_size)
+        super().setup(stage)
         if self.batchnorm == "sync" and distributed.world_size() > 1:
             if self.trainer is not None and self.trainer.strategy.root_device.type == "cpu":
                 raise ValueError(
@@ -222,17 +204,3 @@ class MoCoV2(pl.LightningModule):
         config = configure_optimization(self, nn.ModuleList([self.backbone, self.head]), self.optim)
         self._total_steps = int(self.trainer.estimated_stepping_batches)
         return config
-
-    # --------------------------------------------------------------- validation
-    def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
-        knn_validation_step(self, batch, dataloader_idx)
-
-    def on_validation_epoch_end(self) -> None:
-        log_knn(self)
-
-    test_step = validation_step
-    on_test_epoch_end = on_validation_epoch_end
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Backbone features of normalised images."""
-        return self.backbone(images)

@@ -19,18 +19,11 @@ from sslkit.nn.backbones import build_backbone
 from sslkit.nn.heads import mlp_head
 from sslkit.nn.losses import sinkhorn, swav_loss
 
-from .common import (
-    augment_on_device,
-    check_canvas,
-    check_finite,
-    configure_optimization,
-    knn_validation_step,
-    log_knn,
-)
+from .common import SSLHooks, check_canvas, configure_optimization
 from .optim import OptimConfig
 
 
-class SwAV(pl.LightningModule):
+class SwAV(SSLHooks, pl.LightningModule):
     """SwAV with multi-crop.
 
     Args:
@@ -158,16 +151,6 @@ class SwAV(pl.LightningModule):
             self.queue[s, :batch] = z.to(self.queue.dtype)
         self.queue_filled.copy_(torch.clamp(self.queue_filled + batch, max=length))
 
-    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
-        return augment_on_device(self, batch)
-
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss, stats = self.step(batch["views"])
-        check_finite(loss, self)
-        self.log_dict({"train/loss": loss, **stats})
-        self.log("loss", loss, prog_bar=True, logger=False)
-        return loss
-
     def on_after_backward(self) -> None:
         if self.global_step < self.freeze_prototypes_steps:
             self.prototypes.weight.grad = None
@@ -179,22 +162,6 @@ class SwAV(pl.LightningModule):
         if batch is not None and 0 < length < batch:
             raise ValueError(f"model.queue_length={length} is shorter than the per-device batch ({batch})")
 
-    def setup(self, stage: str) -> None:
-        if self.trainer is not None and self.trainer.datamodule is not None:
-            self.check_data(self.trainer.datamodule, self.trainer.world_size)
-
     def configure_optimizers(self):
         params = nn.ModuleList([self.backbone, self.projector, self.prototypes])
         return configure_optimization(self, params, self.optim)
-
-    def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
-        knn_validation_step(self, batch, dataloader_idx)
-
-    def on_validation_epoch_end(self) -> None:
-        log_knn(self)
-
-    test_step = validation_step
-    on_test_epoch_end = on_validation_epoch_end
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.backbone(images)
