@@ -1,4 +1,5 @@
 """On-device, batched augmentation stages and the published recipes built from them."""
+from .background import BackgroundRandom, BackgroundRemove
 from .recipes import BYOLViews, MoCoV2Views, MultiCropViews
 from .stages import (
     IMAGENET_MEAN,
@@ -18,6 +19,8 @@ from .stages import (
 )
 
 __all__ = [
+    "BackgroundRandom",
+    "BackgroundRemove",
     "BYOLViews",
     "MultiCropViews",
     "IMAGENET_MEAN",
