@@ -52,3 +52,8 @@ def test_queue_smaller_than_global_batch_is_a_clear_error(tmp_path):
 def test_unknown_backbone_names_close_matches():
     with pytest.raises(ValueError, match="unknown backbone 'resnet5O'.*resnet50"):
         tiny_moco(backbone="resnet5O")
+
+
+def test_test_loop_reports_knn_accuracy(tmp_path):
+    results = tiny_trainer(tmp_path).test(tiny_moco(), tiny_data(), verbose=False)
+    assert "val/knn_top1" in results[0]

@@ -81,17 +81,16 @@ def knn_validation_step(module: pl.LightningModule, batch: dict, dataloader_idx:
 
 
 def log_knn(module: pl.LightningModule, name: str = "val/knn_top1") -> None:
+    """Log the kNN accuracy of the epoch (validation or test) when both bank and query
+    features arrived; a split without labels leaves nothing to log."""
     knn = module.knn
-    if knn.update_count == 0 or not module.trainer.val_dataloaders or len(module.trainer.val_dataloaders) < 2:
-        knn.reset()
-        return
     try:
-        value = knn.compute()
+        if knn.update_count > 0:
+            module.log(name, knn.compute(), prog_bar=True)
     except RuntimeError:
+        pass
+    finally:
         knn.reset()
-        return
-    module.log(name, value, prog_bar=True)
-    knn.reset()
 
 
 class SSLHooks:
