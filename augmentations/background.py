@@ -12,16 +12,14 @@ from typing import Literal
 
 import torch
 
-from .stages import Stage, ViewDict
+from .stages import Stage, ViewDict, check_mask
 
 
 def _require_mask(view: ViewDict, stage: str) -> torch.Tensor:
     mask = view.get("mask")
     if mask is None:
         raise ValueError(f"{stage} needs a foreground mask in the batch ('mask' key); the data module gives none")
-    image = view["image"]
-    if mask.shape[0] != image.shape[0] or mask.shape[-2:] != image.shape[-2:]:
-        raise ValueError(f"mask of shape {tuple(mask.shape)} does not match image of shape {tuple(image.shape)}")
+    check_mask(view["image"], mask)
     return mask
 
 

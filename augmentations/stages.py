@@ -31,6 +31,12 @@ class Stage(nn.Module):
         raise NotImplementedError
 
 
+def check_mask(image: torch.Tensor, mask: torch.Tensor) -> None:
+    """A mask must cover its image pixel for pixel: ``[B,1,H,W]`` beside ``[B,3,H,W]``."""
+    if mask.shape[0] != image.shape[0] or mask.shape[-2:] != image.shape[-2:]:
+        raise ValueError(f"mask of shape {tuple(mask.shape)} does not match image of shape {tuple(image.shape)}")
+
+
 class _GeometricStage(Stage):
     """Applies one Kornia geometric augmentation to image and mask with shared parameters."""
 
@@ -44,10 +50,7 @@ class _GeometricStage(Stage):
         if mask is None:
             view["image"] = self.sequence(image, data_keys=["input"])
             return view
-        if mask.shape[0] != image.shape[0] or mask.shape[-2:] != image.shape[-2:]:
-            raise ValueError(
-                f"mask of shape {tuple(mask.shape)} does not match image of shape {tuple(image.shape)}"
-            )
+        check_mask(image, mask)
         image, mask = self.sequence(image, mask.to(image.dtype), data_keys=["input", "mask"])
         view["image"], view["mask"] = image, mask > 0.5
         return view
