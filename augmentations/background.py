@@ -1,18 +1,29 @@
 """Background augmentations (Ryali, Schwab, Morcos 2021, arXiv 2103.12719), batched on device.
 
-Stages of the usual protocol (view dict in, view dict out) that need ``mask`` (True =
-foreground). They act on float images in [0, 1], before normalisation, and are meant to
-come first in a view, on the full image, as in the paper. Each sample is augmented with
-probability ``p``; the drawn parameters of the last call are kept in ``last_params`` so a
-call can be inspected or replayed.
+BG_RM and BG_Random are stages of the usual protocol (view dict in, view dict out) that
+need ``mask`` (True = foreground). They act on float images in [0, 1], before
+normalisation, and belong first in a view, on the full image, as in the paper. BG_Swaps
+couples the views of one sample, so it is not a stage but an argument of the recipe
+(``MultiView(background_swap=BackgroundSwap(...))``) that prepares each view's input.
+
+Every sample is augmented with probability ``p``, and only when its foreground covers a
+fraction of the image inside ``foreground_range`` (SPEC §4: an all-background or
+all-foreground mask carries no usable split). The drawn parameters of the last call are
+kept in ``last_params`` so that a call can be inspected or replayed.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
+import kornia.filters
 import torch
+from torch import nn
 
-from .stages import Stage, ViewDict, check_mask
+from .stages import IMAGENET_MEAN, Stage, ViewDict, check_mask
+
+Fill = Literal["grey", "random_grey", "image_mean", "dataset_mean", "black", "blur"]
+DonorHole = Literal["leak", "mean"]
 
 
 def _require_mask(view: ViewDict, stage: str) -> torch.Tensor:
@@ -23,8 +34,28 @@ def _require_mask(view: ViewDict, stage: str) -> torch.Tensor:
     return mask
 
 
-def _chosen(batch: int, p: float, device: torch.device) -> torch.Tensor:
-    return (torch.rand(batch, device=device) < p).view(batch, 1, 1, 1)
+def _check_p(p: float, stage: str) -> None:
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"{stage}: p must be in [0, 1], got {p}")
+
+
+def _check_range(foreground_range: tuple[float, float], stage: str) -> tuple[float, float]:
+    lo, hi = foreground_range
+    if not 0.0 <= lo < hi <= 1.0:
+        raise ValueError(f"{stage}: foreground_range must satisfy 0 <= lo < hi <= 1, got {tuple(foreground_range)}")
+    return float(lo), float(hi)
+
+
+def usable_masks(mask: torch.Tensor, foreground_range: tuple[float, float]) -> torch.Tensor:
+    """bool ``[B]``: the foreground fraction of each mask lies inside ``foreground_range``."""
+    fraction = mask.flatten(1).float().mean(1)
+    return (fraction >= foreground_range[0]) & (fraction <= foreground_range[1])
+
+
+def _chosen(mask: torch.Tensor, p: float, foreground_range: tuple[float, float]) -> torch.Tensor:
+    batch = mask.shape[0]
+    draw = torch.rand(batch, device=mask.device) < p
+    return (draw & usable_masks(mask, foreground_range)).view(batch, 1, 1, 1)
 
 
 def partner_permutation(batch: int, device: torch.device) -> torch.Tensor:
@@ -36,38 +67,71 @@ def partner_permutation(batch: int, device: torch.device) -> torch.Tensor:
     return (torch.arange(batch, device=device) + shift) % batch
 
 
+def background_only(image: torch.Tensor, mask: torch.Tensor, hole: DonorHole) -> torch.Tensor:
+    """The image as a background donor: with ``hole='mean'`` its own object is painted over
+    with its mean background colour, with ``hole='leak'`` it stays."""
+    if hole == "leak":
+        return image
+    background = (~mask).to(image.dtype)
+    mean = (image * background).sum((2, 3), keepdim=True) / background.sum((2, 3), keepdim=True).clamp_min(1)
+    return torch.where(mask, mean.expand_as(image), image)
+
+
+def composite(foreground: torch.Tensor, mask: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
+    """``foreground`` where ``mask``, ``background`` elsewhere (all ``[B,C,H,W]``)."""
+    return torch.where(mask, foreground, background)
+
+
 class BackgroundRemove(Stage):
     """BG_RM: background pixels replaced by a fill, foreground untouched.
 
-    ``fill``: ``grey`` (constant ``grey_level``), ``random_grey`` (a grey level drawn per
-    sample in [0, 1]), ``mean`` (the image's own mean colour) or ``black``.
+    ``fill``: ``random_grey`` (a grey level drawn per sample in [0, 1]; SPEC §4's default),
+    ``grey`` (constant ``grey_level``), ``image_mean`` (the image's own mean colour),
+    ``dataset_mean`` (the constant ``dataset_mean`` colour), ``black``, or ``blur`` (the
+    image blurred with a Gaussian of ``blur_sigma`` x image side).
     """
 
     def __init__(
         self,
         p: float = 0.2,
-        fill: Literal["grey", "random_grey", "mean", "black"] = "random_grey",
+        fill: Fill = "random_grey",
         grey_level: float = 0.5,
+        dataset_mean: tuple[float, float, float] = IMAGENET_MEAN,
+        blur_sigma: float = 0.1,
+        foreground_range: tuple[float, float] = (0.05, 0.95),
     ) -> None:
         super().__init__()
-        if fill not in ("grey", "random_grey", "mean", "black"):
-            raise ValueError(f"fill must be grey, random_grey, mean or black; got '{fill}'")
-        self.p, self.fill, self.grey_level = p, fill, grey_level
+        fills = ("grey", "random_grey", "image_mean", "dataset_mean", "black", "blur")
+        if fill not in fills:
+            raise ValueError(f"BackgroundRemove: fill must be one of {', '.join(fills)}; got '{fill}'")
+        _check_p(p, "BackgroundRemove")
+        self.p, self.fill, self.grey_level, self.blur_sigma = p, fill, grey_level, blur_sigma
+        self.foreground_range = _check_range(foreground_range, "BackgroundRemove")
+        self.register_buffer("dataset_mean", torch.tensor(dataset_mean).view(1, 3, 1, 1), persistent=False)
         self.last_params: dict[str, torch.Tensor] = {}
+
+    def _fill(self, image: torch.Tensor) -> torch.Tensor:
+        batch = image.shape[0]
+        shape, kw = (batch, 1, 1, 1), {"device": image.device, "dtype": image.dtype}
+        if self.fill == "grey":
+            return torch.full(shape, self.grey_level, **kw)
+        if self.fill == "random_grey":
+            return torch.rand(shape, device=image.device).to(image.dtype)
+        if self.fill == "image_mean":
+            return image.mean(dim=(2, 3), keepdim=True)
+        if self.fill == "dataset_mean":
+            return self.dataset_mean.to(image.dtype).expand(batch, -1, -1, -1)
+        if self.fill == "black":
+            return torch.zeros(shape, **kw)
+        sigma = max(0.5, self.blur_sigma * max(image.shape[-2:]))
+        kernel = int(2 * round(3 * sigma) + 1)
+        return kornia.filters.gaussian_blur2d(image, (kernel, kernel), (sigma, sigma), border_type="reflect")
 
     def apply(self, view: ViewDict) -> ViewDict:
         image = view["image"]
         mask = _require_mask(view, "BackgroundRemove")
-        batch = image.shape[0]
-        chosen = _chosen(batch, self.p, image.device)
-        if self.fill == "grey":
-            fill = torch.full((batch, 1, 1, 1), self.grey_level, device=image.device, dtype=image.dtype)
-        elif self.fill == "random_grey":
-            fill = torch.rand(batch, 1, 1, 1, device=image.device).to(image.dtype)
-        elif self.fill == "mean":
-            fill = image.mean(dim=(2, 3), keepdim=True)
-        else:
-            fill = torch.zeros((batch, 1, 1, 1), device=image.device, dtype=image.dtype)
+        chosen = _chosen(mask, self.p, self.foreground_range)
+        fill = self._fill(image)
         view["image"] = torch.where(chosen & ~mask, fill.expand_as(image), image)
         self.last_params = {"chosen": chosen.view(-1), "fill": fill}
         return view
@@ -82,24 +146,92 @@ class BackgroundRandom(Stage):
     the partner's mean background colour.
     """
 
-    def __init__(self, p: float = 0.2, donor_hole: Literal["leak", "mean"] = "mean") -> None:
+    def __init__(
+        self,
+        p: float = 0.2,
+        donor_hole: DonorHole = "mean",
+        foreground_range: tuple[float, float] = (0.05, 0.95),
+    ) -> None:
         super().__init__()
         if donor_hole not in ("leak", "mean"):
-            raise ValueError(f"donor_hole must be leak or mean; got '{donor_hole}'")
+            raise ValueError(f"BackgroundRandom: donor_hole must be leak or mean; got '{donor_hole}'")
+        _check_p(p, "BackgroundRandom")
         self.p, self.donor_hole = p, donor_hole
+        self.foreground_range = _check_range(foreground_range, "BackgroundRandom")
         self.last_params: dict[str, torch.Tensor] = {}
 
     def apply(self, view: ViewDict) -> ViewDict:
         image = view["image"]
         mask = _require_mask(view, "BackgroundRandom")
-        batch = image.shape[0]
-        chosen = _chosen(batch, self.p, image.device)
-        partner = partner_permutation(batch, image.device)
-        donor, donor_mask = image[partner], mask[partner]
-        if self.donor_hole == "mean":
-            background = (~donor_mask).to(image.dtype)
-            mean = (donor * background).sum((2, 3), keepdim=True) / background.sum((2, 3), keepdim=True).clamp_min(1)
-            donor = torch.where(donor_mask, mean.expand_as(donor), donor)
+        chosen = _chosen(mask, self.p, self.foreground_range)
+        partner = partner_permutation(image.shape[0], image.device)
+        donor = background_only(image[partner], mask[partner], self.donor_hole)
         view["image"] = torch.where(chosen & ~mask, donor, image)
         self.last_params = {"chosen": chosen.view(-1), "partner": partner}
         return view
+
+
+@dataclass
+class SwapInputs:
+    """What ``BackgroundSwap`` prepares from one batch: the query's input (the image
+    itself), the positive's input (own foreground on another image's background) and, for
+    contrastive methods, the hard negative's input (another image's foreground on the
+    query's background). Where ``negative_valid[i]`` is False (sample not drawn, or a mask
+    outside ``foreground_range``) the negative must be ignored."""
+
+    query: ViewDict
+    positive: ViewDict
+    negative: ViewDict | None
+    negative_valid: torch.Tensor
+
+
+class BackgroundSwap(nn.Module):
+    """BG_Swaps: the positive gets a background that differs from the query's, and (with
+    ``hard_negative``) a negative is made of the query's background with a foreign
+    foreground, so that background alone can neither find the positive nor reject the
+    negative (Ryali et al. 2021, sec. 3). BYOL and SwAV have no negatives and use
+    ``hard_negative=False``.
+
+    The background donor of the positive and the foreground donor of the negative are two
+    independent partner permutations without self-pairs. Holes left by removed objects are
+    filled per ``donor_hole`` (``mean`` by default: a leaked query object would make the
+    negative partly a positive).
+    """
+
+    def __init__(
+        self,
+        p: float = 0.5,
+        hard_negative: bool = True,
+        donor_hole: DonorHole = "mean",
+        foreground_range: tuple[float, float] = (0.05, 0.95),
+    ) -> None:
+        super().__init__()
+        if donor_hole not in ("leak", "mean"):
+            raise ValueError(f"BackgroundSwap: donor_hole must be leak or mean; got '{donor_hole}'")
+        _check_p(p, "BackgroundSwap")
+        self.p, self.hard_negative, self.donor_hole = p, hard_negative, donor_hole
+        self.foreground_range = _check_range(foreground_range, "BackgroundSwap")
+        self.last_params: dict[str, torch.Tensor] = {}
+
+    def forward(self, batch: ViewDict) -> SwapInputs:
+        image = batch["image"]
+        mask = _require_mask(batch, "BackgroundSwap")
+        size = image.shape[0]
+        usable = usable_masks(mask, self.foreground_range)
+        background_donor = partner_permutation(size, image.device)
+        chosen = (torch.rand(size, device=image.device) < self.p) & usable & usable[background_donor]
+        swap = chosen.view(size, 1, 1, 1)
+        donated = background_only(image[background_donor], mask[background_donor], self.donor_hole)
+        positive = {"image": torch.where(swap & ~mask, donated, image), "mask": mask}
+        self.last_params = {"chosen": chosen, "background_donor": background_donor}
+        negative, valid = None, torch.zeros_like(chosen)
+        if self.hard_negative:
+            foreground_donor = partner_permutation(size, image.device)
+            valid = chosen & usable[foreground_donor]
+            own_background = background_only(image, mask, self.donor_hole)
+            negative = {
+                "image": composite(image[foreground_donor], mask[foreground_donor], own_background),
+                "mask": mask[foreground_donor],
+            }
+            self.last_params.update(negative_valid=valid, foreground_donor=foreground_donor)
+        return SwapInputs({"image": image, "mask": mask}, positive, negative, valid)

@@ -5,14 +5,13 @@ from collections.abc import Sequence
 
 from torch import nn
 
+from .background import BackgroundSwap
 from .stages import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     CenterCrop,
     ColorJitter,
-    MultiView,
     RandomSolarize,
-    RepeatedView,
     Normalize,
     RandomGaussianBlur,
     RandomGrayscale,
@@ -21,6 +20,7 @@ from .stages import (
     Stage,
     View,
 )
+from .views import MultiView, RepeatedView
 
 
 def eval_view(crop_size: int, mean: Sequence[float], std: Sequence[float]) -> View:
@@ -35,6 +35,9 @@ class MoCoV2Views(RepeatedView):
     grayscale p=0.2 -> Gaussian blur sigma 0.1-2 p=0.5 -> flip -> normalise.
     For 32 px images the MoCo CIFAR demo drops the blur (``blur_p: 0``) and uses
     ``crop_scale: [0.08, 1.0]``.
+
+    ``background``: background stages (BG_RM, BG_Random) run first, on the full image of
+    every view; ``background_swap``: BG_Swaps (see ``MultiView``).
     """
 
     def __init__(
@@ -50,9 +53,11 @@ class MoCoV2Views(RepeatedView):
         mean: tuple[float, float, float] = IMAGENET_MEAN,
         std: tuple[float, float, float] = IMAGENET_STD,
         num_views: int = 2,
+        background: Sequence[Stage] = (),
+        background_swap: BackgroundSwap | None = None,
     ) -> None:
         def stages() -> list[Stage]:
-            out: list[Stage] = [RandomResizedCrop(crop_size, crop_scale)]
+            out: list[Stage] = [*background, RandomResizedCrop(crop_size, crop_scale)]
             if jitter_p > 0:
                 out.append(ColorJitter(*jitter, p=jitter_p))
             if grayscale_p > 0:
@@ -64,7 +69,7 @@ class MoCoV2Views(RepeatedView):
             out.append(Normalize(mean, std))
             return out
 
-        super().__init__(View(stages()), num_views, eval_view(crop_size, mean, std))
+        super().__init__(View(stages()), num_views, eval_view(crop_size, mean, std), background_swap)
 
 
 def _stages(
@@ -79,8 +84,9 @@ def _stages(
     flip_p: float,
     mean: Sequence[float],
     std: Sequence[float],
+    background: Sequence[Stage] = (),
 ) -> list[Stage]:
-    out: list[Stage] = [RandomResizedCrop(crop_size, crop_scale)]
+    out: list[Stage] = [*background, RandomResizedCrop(crop_size, crop_scale)]
     if flip_p > 0:
         out.append(RandomHorizontalFlip(flip_p))
     if jitter_p > 0:
@@ -98,7 +104,8 @@ def _stages(
 class BYOLViews(MultiView):
     """BYOL's asymmetric pair (Grill et al. 2020, Table 6): crop (0.08-1), flip, colour
     jitter (0.4, 0.4, 0.2, 0.1) p=0.8, grayscale p=0.2; blur p=1.0 / 0.1 and solarisation
-    p=0.0 / 0.2 for view 1 / view 2."""
+    p=0.0 / 0.2 for view 1 / view 2. ``background`` and ``background_swap`` as in
+    ``MoCoV2Views`` (BYOL has no negatives: ``hard_negative: false``)."""
 
     def __init__(
         self,
@@ -113,20 +120,24 @@ class BYOLViews(MultiView):
         flip_p: float = 0.5,
         mean: tuple[float, float, float] = IMAGENET_MEAN,
         std: tuple[float, float, float] = IMAGENET_STD,
+        background: Sequence[Stage] = (),
+        background_swap: BackgroundSwap | None = None,
     ) -> None:
         views = [
             View(_stages(crop_size, crop_scale, jitter, jitter_p, grayscale_p, blur_p[i], blur_sigma,
-                         solarize_p[i], flip_p, mean, std))
+                         solarize_p[i], flip_p, mean, std, background))
             for i in range(2)
         ]
-        super().__init__(views, eval_view(crop_size, mean, std))
+        super().__init__(views, eval_view(crop_size, mean, std), background_swap)
 
 
 class MultiCropViews(MultiView):
     """SwAV's multi-crop (Caron et al. 2020, sec. 3.2): ``num_global`` crops of
     ``global_size`` px (scale 0.14-1) then ``num_local`` crops of ``local_size`` px
     (scale 0.05-0.14); colour jitter (0.8, 0.8, 0.8, 0.2) p=0.8, grayscale p=0.2,
-    blur p=0.5, flip. Each group is computed in one pass."""
+    blur p=0.5, flip. Each group is computed in one pass. ``background`` and
+    ``background_swap`` as in ``MoCoV2Views``: with a swap, global crop 0 sees the
+    image and every other crop the image on another background."""
 
     def __init__(
         self,
@@ -144,12 +155,14 @@ class MultiCropViews(MultiView):
         flip_p: float = 0.5,
         mean: tuple[float, float, float] = IMAGENET_MEAN,
         std: tuple[float, float, float] = IMAGENET_STD,
+        background: Sequence[Stage] = (),
+        background_swap: BackgroundSwap | None = None,
     ) -> None:
         if num_global < 2:
             raise ValueError(f"multi-crop needs at least 2 global crops, got num_global={num_global}")
-        common = (jitter, jitter_p, grayscale_p, blur_p, blur_sigma, 0.0, flip_p, mean, std)
+        common = (jitter, jitter_p, grayscale_p, blur_p, blur_sigma, 0.0, flip_p, mean, std, background)
         views: list[nn.Module] = [RepeatedView(View(_stages(global_size, global_scale, *common)), num_global)]
         if num_local > 0:
             views.append(RepeatedView(View(_stages(local_size, local_scale, *common)), num_local))
-        super().__init__(views, eval_view(global_size, mean, std))
+        super().__init__(views, eval_view(global_size, mean, std), background_swap)
         self.num_global = num_global

@@ -10,7 +10,7 @@ def make_tree(root, sizes=((40, 30), (50, 50)), masks=None):
     for cls in ("cat", "dog"):
         (root / cls).mkdir(parents=True)
         for i, (w, h) in enumerate(sizes):
-            Image.fromarray(np.full((h, w, 3), 40 * i + 20, np.uint8)).save(root / cls / f"{i}.jpg")
+            Image.fromarray(np.full((h, w, 3), (40 * i + 20) % 256, np.uint8)).save(root / cls / f"{i}.jpg")
             if masks is not None:
                 (masks / cls).mkdir(parents=True, exist_ok=True)
                 m = np.zeros((h, w), np.uint8)
@@ -37,12 +37,39 @@ def test_corrupt_image_error_names_the_file(tmp_path):
         ds[3]
 
 
-def test_mask_of_other_size_names_both_files(tmp_path):
+def test_mask_of_any_size_is_resized_nearest_to_its_image(tmp_path):
     make_tree(tmp_path / "img", masks=tmp_path / "mask")
-    Image.fromarray(np.zeros((7, 7), np.uint8)).save(tmp_path / "mask" / "cat" / "0.png")
-    ds = ImageFolderDataset(tmp_path / "img", 16, tmp_path / "mask")
-    with pytest.raises(ValueError, match=r"mask '.*cat/0.png' is 7x7 but image '.*cat/0.jpg' is 40x30"):
-        ds[0]
+    small = np.zeros((10, 8), np.uint8)
+    small[:5] = 255  # top half, at a fifth of the image's resolution
+    Image.fromarray(small).save(tmp_path / "mask" / "cat" / "0.png")
+    item = ImageFolderDataset(tmp_path / "img", 16, tmp_path / "mask")[0]
+    assert item["mask"][0, :8].all() and not item["mask"][0, 8:].any()
+    assert set(torch.unique(item["mask"].to(torch.uint8)).tolist()) <= {0, 1}
+
+
+def test_missing_mask_is_an_error_or_an_opt_in_full_foreground(tmp_path):
+    make_tree(tmp_path / "img", masks=tmp_path / "mask")
+    (tmp_path / "mask" / "dog" / "1.png").unlink()
+    with pytest.raises(FileNotFoundError, match=r"no mask for image '.*dog/1.jpg'.*missing_mask"):
+        ImageFolderDataset(tmp_path / "img", 16, tmp_path / "mask")[3]
+    ds = ImageFolderDataset(tmp_path / "img", 16, tmp_path / "mask", missing_mask="foreground")
+    assert ds[3]["mask"].all() and bool(ds[3]["mask_missing"]) and not bool(ds[0]["mask_missing"])
+
+
+def test_missing_masks_are_counted_per_epoch(tmp_path):
+    from helpers import tiny_moco, tiny_trainer
+
+    sizes = [(32, 32)] * 8
+    make_tree(tmp_path / "data" / "train", sizes, masks=tmp_path / "masks" / "train")
+    make_tree(tmp_path / "data" / "val", sizes[:2], masks=tmp_path / "masks" / "val")
+    for name in ("0", "1", "2"):
+        (tmp_path / "masks" / "train" / "cat" / f"{name}.png").unlink()
+    data = ImageFolderData(root=str(tmp_path / "data"), image_size=32, mask_root=str(tmp_path / "masks"),
+                           missing_mask="foreground", batch_size=8, num_workers=0, pin_memory=False)
+    trainer = tiny_trainer(tmp_path, max_epochs=1, max_steps=-1, limit_val_batches=0)
+    with pytest.warns(UserWarning, match="3 training images had no mask"):
+        trainer.fit(tiny_moco(queue_size=64, bn_splits=2), data)
+    assert float(trainer.callback_metrics["data/missing_masks"]) == 3
 
 
 def test_missing_roots_are_clear_errors(tmp_path):

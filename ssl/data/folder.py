@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import torch
 from PIL import Image, UnidentifiedImageError
@@ -34,14 +35,26 @@ def _open(path: str, mode: str) -> Image.Image:
         raise ImageDecodeError(f"cannot decode image file '{path}': {err}") from err
 
 
+MissingMask = Literal["error", "foreground"]
+
+
 class ImageFolderDataset(Dataset):
     """``root/<class>/<image>``; masks (if ``mask_root``) at ``mask_root/<class>/<stem>.png``.
 
-    A mask is foreground where its grey level is above 127 and must have the same size as
-    its image; both are then resized to the canvas together.
+    A mask is foreground where its grey level is above 127. It may have any size (a
+    saliency model's 320x320 output, say): it is resized nearest-neighbour to its image,
+    then both go to the canvas together. ``missing_mask``: ``error`` (default) names the
+    image without a mask; ``foreground`` uses an all-foreground mask, which the background
+    stages skip, and marks the item with ``mask_missing`` so the method can count them.
     """
 
-    def __init__(self, root: str | Path, image_size: int, mask_root: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        image_size: int,
+        mask_root: str | Path | None = None,
+        missing_mask: MissingMask = "error",
+    ) -> None:
         root = Path(root)
         if not root.is_dir():
             raise FileNotFoundError(f"image folder '{root}' does not exist")
@@ -52,10 +65,29 @@ class ImageFolderDataset(Dataset):
         self.mask_root = Path(mask_root) if mask_root is not None else None
         if self.mask_root is not None and not self.mask_root.is_dir():
             raise FileNotFoundError(f"mask folder '{self.mask_root}' does not exist")
+        if missing_mask not in ("error", "foreground"):
+            raise ValueError(f"missing_mask must be 'error' or 'foreground', got '{missing_mask}'")
+        self.missing_mask = missing_mask
 
     def mask_path(self, image_path: str) -> Path:
         relative = Path(image_path).relative_to(self.root)
         return self.mask_root / relative.with_suffix(".png")
+
+    def _mask(self, path: str, image_size: tuple[int, int]) -> dict[str, torch.Tensor]:
+        mask_path = self.mask_path(path)
+        if not mask_path.exists():
+            if self.missing_mask == "error":
+                raise FileNotFoundError(
+                    f"no mask for image '{path}': expected '{mask_path}' (write masks with "
+                    f"'sslkit masks', or set data.missing_mask: foreground to train on without)"
+                )
+            full = torch.ones(1, self.image_size, self.image_size, dtype=torch.bool)
+            return {"mask": full, "mask_missing": torch.tensor(True)}
+        mask = _open(str(mask_path), "L")
+        if mask.size != image_size:
+            mask = mask.resize(image_size, Image.NEAREST)
+        mask = resize_to_canvas(mask, self.image_size, Image.NEAREST)
+        return {"mask": as_uint8_chw(mask)[:1] > 127, "mask_missing": torch.tensor(False)}
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -65,17 +97,7 @@ class ImageFolderDataset(Dataset):
         image = _open(path, "RGB")
         item = {"label": torch.tensor(label), "index": torch.tensor(index)}
         if self.mask_root is not None:
-            mask_path = self.mask_path(path)
-            if not mask_path.exists():
-                raise FileNotFoundError(f"no mask for image '{path}': expected '{mask_path}'")
-            mask = _open(str(mask_path), "L")
-            if mask.size != image.size:
-                raise ValueError(
-                    f"mask '{mask_path}' is {mask.size[0]}x{mask.size[1]} but image '{path}' is "
-                    f"{image.size[0]}x{image.size[1]}"
-                )
-            mask = resize_to_canvas(mask, self.image_size, Image.NEAREST)
-            item["mask"] = as_uint8_chw(mask)[:1] > 127
+            item.update(self._mask(path, image.size))
         image = resize_to_canvas(image, self.image_size, Image.BILINEAR)
         item["image"] = as_uint8_chw(image)
         return item
@@ -85,7 +107,8 @@ class ImageFolderData(SSLDataModule):
     """ImageNet-style tree: ``root/train/<class>/*`` and ``root/val/<class>/*``.
 
     Images are resized (shorter side) and centre-cropped to an ``image_size`` canvas in
-    the workers; random crops then happen on the device. ``mask_root`` mirrors ``root``.
+    the workers; random crops then happen on the device. ``mask_root`` mirrors ``root``;
+    ``missing_mask`` as in ``ImageFolderDataset`` (missing masks are counted per epoch).
     """
 
     def __init__(
@@ -93,6 +116,7 @@ class ImageFolderData(SSLDataModule):
         root: str,
         image_size: int = 256,
         mask_root: str | None = None,
+        missing_mask: MissingMask = "error",
         train_dir: str = "train",
         val_dir: str = "val",
         batch_size: int = 256,
@@ -105,11 +129,12 @@ class ImageFolderData(SSLDataModule):
             raise FileNotFoundError(f"data.root '{root}' does not exist")
         self.root = Path(root)
         self.mask_root = Path(mask_root) if mask_root else None
+        self.missing_mask = missing_mask
         self.train_dir, self.val_dir = train_dir, val_dir
 
     def _split(self, name: str) -> ImageFolderDataset:
         masks = self.mask_root / name if self.mask_root else None
-        return ImageFolderDataset(self.root / name, self.image_size, masks)
+        return ImageFolderDataset(self.root / name, self.image_size, masks, self.missing_mask)
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None:

@@ -16,7 +16,7 @@ from sslkit.nn.backbones import build_backbone
 from sslkit.nn.heads import mlp_head
 from sslkit.nn.losses import byol_loss
 
-from .common import SSLHooks, check_canvas, configure_optimization
+from .common import SSLHooks, check_canvas, configure_optimization, reject_swap_negative
 from .momentum import cosine_momentum, momentum_copy, momentum_update
 from .optim import OptimConfig
 
@@ -58,6 +58,7 @@ class BYOL(SSLHooks, pl.LightningModule):
         self.target_backbone = momentum_copy(self.backbone)
         self.target_projector = momentum_copy(self.projector)
         self.augment = augment if augment is not None else BYOLViews()
+        reject_swap_negative(self.augment, "BYOL")
         self.optim = optim if optim is not None else OptimConfig(
             name="lars", lr=0.2, weight_decay=1.5e-6, exclude_bias_and_norm=True, warmup_epochs=10
         )

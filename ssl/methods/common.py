@@ -9,6 +9,8 @@ import torch
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import nn
 
+from sslkit.nn import distributed
+
 from .optim import OptimConfig, build_optimizer, warmup_cosine
 
 
@@ -61,6 +63,16 @@ def check_canvas(module: pl.LightningModule, datamodule) -> None:
         module.augment.check_canvas(canvas)
 
 
+def reject_swap_negative(augment: nn.Module, method: str) -> None:
+    """Methods without negatives take BG_Swaps' positive part only."""
+    swap = getattr(augment, "background_swap", None)
+    if swap is not None and swap.hard_negative:
+        raise ValueError(
+            f"{method} has no negatives to append the BG_Swaps hard negative to: set "
+            f"model.augment.init_args.background_swap.init_args.hard_negative: false"
+        )
+
+
 def check_finite(loss: torch.Tensor, module: pl.LightningModule) -> None:
     if not torch.isfinite(loss):
         raise FloatingPointError(
@@ -93,6 +105,27 @@ def log_knn(module: pl.LightningModule, name: str = "val/knn_top1") -> None:
         knn.reset()
 
 
+def count_missing_masks(module: pl.LightningModule, batch: dict) -> None:
+    """Images trained on with a full-foreground stand-in mask (``missing_mask: foreground``)."""
+    missing = batch.get("mask_missing")
+    if missing is not None:
+        module._missing_masks = getattr(module, "_missing_masks", 0) + int(missing.sum())
+
+
+def report_missing_masks(module: pl.LightningModule) -> None:
+    """Log the epoch's count over all ranks as ``data/missing_masks`` and warn if not zero."""
+    if not hasattr(module, "_missing_masks"):
+        return
+    total = int(distributed.all_reduce_sum(torch.tensor(float(module._missing_masks), device=module.device)))
+    module._missing_masks = 0
+    module.log("data/missing_masks", float(total))
+    if total:
+        rank_zero_warn(
+            f"epoch {module.current_epoch}: {total} training images had no mask file and were "
+            f"used without background augmentation (data.missing_mask: foreground)"
+        )
+
+
 class SSLHooks:
     """The Lightning hooks every method shares, and nothing else: augment on the device,
     log a finite loss, feed the kNN monitor, run the method's ``check_data`` before fit.
@@ -105,11 +138,15 @@ class SSLHooks:
         return augment_on_device(self, batch)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        count_missing_masks(self, batch)
         loss, stats = self.step(batch["views"])
         check_finite(loss, self)
         self.log_dict({"train/loss": loss, **stats})
         self.log("loss", loss, prog_bar=True, logger=False)
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        report_missing_masks(self)
 
     def setup(self, stage: str) -> None:
         if self.trainer is not None and self.trainer.datamodule is not None:

@@ -47,7 +47,11 @@ class MoCoV2(SSLHooks, pl.LightningModule):
             ``split`` computes BN statistics over ``bn_splits`` sub-batches on each device and
             shuffles keys within the device (the single-GPU CIFAR demo); ``sync`` uses
             SyncBatchNorm; ``plain`` does nothing.
-        augment: the view recipe; default ``MoCoV2Views()``.
+        augment: the view recipe; default ``MoCoV2Views()``. With a ``BackgroundSwap``
+            (BG_Swaps), its hard negative (the query's background, another image's object)
+            is keyed by the key encoder and appended to the query's logits; it never enters
+            the queue. With ``symmetric`` it joins the (view 1 -> view 2) term only, the
+            one whose query has that background.
         optim: optimiser and schedule (SGD lr 0.03 x B/256, cosine).
         knn_k, knn_temperature: the kNN monitor on the val split.
     """
@@ -153,6 +157,9 @@ class MoCoV2(SSLHooks, pl.LightningModule):
         negatives = self.queue.keys.clone()
         q1, k2 = self._query(x1), self._keys(x2)
         logits, targets = info_nce_logits(q1, k2, negatives, self.temperature)
+        swap_stats: dict[str, torch.Tensor] = {}
+        if "hard_negative" in views[1]:
+            logits, swap_stats = self._append_hard_negative(logits, q1, views[1])
         loss = F.cross_entropy(logits, targets)
         keys = [k2]
         if self.symmetric:
@@ -168,8 +175,27 @@ class MoCoV2(SSLHooks, pl.LightningModule):
                 "train/negative_sim": logits[:, 1:].mean() * self.temperature,
                 "train/momentum": torch.tensor(m),
                 "queue/filled": self.queue.filled.float() / self.queue.size,
+                **swap_stats,
             }
         return loss, stats
+
+    def _append_hard_negative(
+        self, logits: torch.Tensor, query: torch.Tensor, key_view: dict
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """BG_Swaps: one more logit per query, q . k(negative) / tau, or -inf where the
+        sample got no negative (so it adds exactly nothing to the softmax)."""
+        key = self._keys(key_view["hard_negative"])
+        valid = key_view["hard_negative_valid"].view(-1, 1)
+        similarity = (query * key).sum(1, keepdim=True)
+        extra = (similarity / self.temperature).masked_fill(~valid, float("-inf"))
+        with torch.no_grad():
+            count = valid.sum().clamp_min(1)
+            stats = {
+                "train/swap_negative_rate": valid.float().mean(),
+                "train/swap_negative_sim": (similarity * valid).sum() / count,
+                "train/swap_negative_beats_positive": ((extra > logits[:, :1]) & valid).sum() / count,
+            }
+        return torch.cat([logits, extra.to(logits.dtype)], dim=1), stats
 
     def check_data(self, datamodule, world_size: int = 1) -> None:
         """Errors that would otherwise surface mid-run: crops larger than the canvas and a

@@ -19,7 +19,7 @@ from sslkit.nn.backbones import build_backbone
 from sslkit.nn.heads import mlp_head
 from sslkit.nn.losses import sinkhorn, swav_loss
 
-from .common import SSLHooks, check_canvas, configure_optimization
+from .common import SSLHooks, check_canvas, configure_optimization, reject_swap_negative
 from .optim import OptimConfig
 
 
@@ -68,6 +68,7 @@ class SwAV(SSLHooks, pl.LightningModule):
         self.projector = mlp_head(self.backbone.dim, proj_hidden_dim, proj_output_dim, batch_norm=True)
         self.prototypes = nn.Linear(proj_output_dim, num_prototypes, bias=False)
         self.augment = augment if augment is not None else MultiCropViews()
+        reject_swap_negative(self.augment, "SwAV")
         self.optim = optim if optim is not None else OptimConfig(
             name="lars", lr=0.6, weight_decay=1e-6, exclude_bias_and_norm=True,
             warmup_epochs=10, final_lr_ratio=0.001,

@@ -1,0 +1,166 @@
+"""From one uint8 batch to the views a method trains on.
+
+``MultiView`` holds the per-view recipes (``View`` or ``RepeatedView``) and the
+deterministic evaluation view. With a ``BackgroundSwap`` it prepares different inputs per
+view: view 0 (the query) sees the image, every later view the image with a swapped
+background, and the hard negative, made by the recipe of view 1 (the key's), travels in
+``views[1]["hard_negative"]`` with its validity in ``views[1]["hard_negative_valid"]``.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from .background import BackgroundSwap
+from .stages import CenterCrop, Normalize, RandomResizedCrop, View, ViewDict, to_float
+
+
+def _drop_recipe_state(module, state_dict, prefix, local_metadata) -> None:
+    for key in [k for k in state_dict if k.startswith(prefix)]:
+        del state_dict[key]
+
+
+def _ignore_recipe_state(module, state_dict, prefix, *args) -> None:
+    """A recipe has no learned state: checkpoints neither carry nor require its buffers
+    (Kornia keeps sampling ranges there), so changing the recipe never breaks loading."""
+    for key in [k for k in state_dict if k.startswith(prefix)]:
+        del state_dict[key]
+    for name, sub in module.named_modules():
+        path = prefix + (name + "." if name else "")
+        for key, tensor in list(sub._parameters.items()) + list(sub._buffers.items()):
+            if tensor is not None and key not in sub._non_persistent_buffers_set:
+                state_dict[path + key] = tensor
+
+
+def count_views(module: nn.Module) -> int:
+    """How many views ``module`` (a ``View``, ``RepeatedView`` or ``MultiView``) makes."""
+    if isinstance(module, MultiView):
+        return module.num_views
+    return 1
+
+
+def make_views(module: nn.Module, inputs: Sequence[ViewDict]) -> list[ViewDict]:
+    """Run ``module`` on one input per view it makes."""
+    if isinstance(module, MultiView):
+        return module.make(inputs)
+    return [module(inputs[0])]
+
+
+def recipe_of(module: nn.Module, index: int) -> View:
+    """The ``View`` that makes view ``index`` of ``module``."""
+    if isinstance(module, View):
+        return module
+    if isinstance(module, RepeatedView):
+        return module.views[0]
+    for child in module.views:
+        if index < count_views(child):
+            return recipe_of(child, index)
+        index -= count_views(child)
+    raise IndexError("view index out of range")
+
+
+class MultiView(nn.Module):
+    """The views one method trains on, plus the deterministic view used for evaluation.
+
+    ``forward(batch)`` returns the list of view dicts, each computed from the same uint8
+    batch with independent randomness. An entry of ``views`` may itself produce several
+    views (a ``RepeatedView``); its views are spliced into the list in order.
+    ``background_swap`` (BG_Swaps) changes the inputs of the views as described above.
+    """
+
+    def __init__(
+        self,
+        views: Sequence[nn.Module],
+        eval_view: View | None = None,
+        background_swap: BackgroundSwap | None = None,
+    ) -> None:
+        super().__init__()
+        if len(views) < 1:
+            raise ValueError("MultiView needs at least one view")
+        self.views = nn.ModuleList(views)
+        self.eval_view = eval_view if eval_view is not None else View([Normalize()])
+        self.background_swap = background_swap
+        self._register_state_dict_hook(_drop_recipe_state)
+        self._register_load_state_dict_pre_hook(_ignore_recipe_state, with_module=True)
+
+    @property
+    def num_views(self) -> int:
+        return sum(count_views(view) for view in self.views)
+
+    def forward(self, batch: ViewDict) -> list[ViewDict]:
+        base = {"image": to_float(batch["image"])}
+        if batch.get("mask") is not None:
+            base["mask"] = batch["mask"]
+        if self.background_swap is None:
+            return self.make([base] * self.num_views)
+        if self.num_views < 2:
+            raise ValueError("BackgroundSwap needs a recipe with at least two views")
+        swap = self.background_swap(base)
+        out = self.make([swap.query] + [swap.positive] * (self.num_views - 1))
+        if swap.negative is not None:
+            out[1]["hard_negative"] = recipe_of(self, 1)(swap.negative)["image"]
+            out[1]["hard_negative_valid"] = swap.negative_valid
+        return out
+
+    def make(self, inputs: Sequence[ViewDict]) -> list[ViewDict]:
+        """The views from one input per view (no background swap at this level)."""
+        if len(inputs) != self.num_views:
+            raise ValueError(f"{type(self).__name__} makes {self.num_views} views, got {len(inputs)} inputs")
+        out: list[ViewDict] = []
+        start = 0
+        for view in self.views:
+            count = count_views(view)
+            out.extend(make_views(view, inputs[start:start + count]))
+            start += count
+        return out
+
+    @torch.no_grad()
+    def evaluate(self, batch: ViewDict) -> torch.Tensor:
+        """The evaluation image: centre crop and normalisation, no randomness."""
+        return self.eval_view(batch)["image"]
+
+    def check_canvas(self, canvas: int) -> None:
+        """Fail early if a crop is larger than the data's ``canvas`` x ``canvas`` images."""
+        for module in self.modules():
+            if isinstance(module, (RandomResizedCrop, CenterCrop)) and module.size > canvas:
+                raise ValueError(
+                    f"{type(module).__name__} size {module.size} is larger than the data's "
+                    f"{canvas}x{canvas} image canvas (data.image_size); lower the crop size or "
+                    f"raise data.image_size"
+                )
+
+
+class RepeatedView(MultiView):
+    """``num_views`` views from one recipe, computed in a single pass over the inputs
+    concatenated along the batch: every sample of every view still draws its own
+    parameters, but the per-call overhead of each stage is paid once."""
+
+    def __init__(
+        self,
+        view: View,
+        num_views: int = 2,
+        eval_view: View | None = None,
+        background_swap: BackgroundSwap | None = None,
+    ) -> None:
+        super().__init__([view], eval_view, background_swap)
+        if num_views < 1:
+            raise ValueError(f"num_views must be at least 1, got {num_views}")
+        self._num_views = num_views
+
+    @property
+    def num_views(self) -> int:
+        return self._num_views
+
+    def make(self, inputs: Sequence[ViewDict]) -> list[ViewDict]:
+        if len(inputs) != self.num_views:
+            raise ValueError(f"RepeatedView makes {self.num_views} views, got {len(inputs)} inputs")
+        keys = [k for k in ("image", "mask") if inputs[0].get(k) is not None]
+        if all(item is inputs[0] for item in inputs):
+            joined = {k: inputs[0][k].repeat(self.num_views, *[1] * (inputs[0][k].dim() - 1)) for k in keys}
+        else:
+            joined = {k: torch.cat([item[k] for item in inputs]) for k in keys}
+        out = self.views[0](joined)
+        chunks = {k: v.chunk(self.num_views) for k, v in out.items()}
+        return [{k: chunks[k][i] for k in chunks} for i in range(self.num_views)]
