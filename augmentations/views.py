@@ -41,11 +41,14 @@ def count_views(module: nn.Module) -> int:
     return 1
 
 
-def make_views(module: nn.Module, inputs: Sequence[ViewDict]) -> list[ViewDict]:
-    """Run ``module`` on one input per view it makes."""
+def make_views(
+    module: nn.Module, inputs: Sequence[ViewDict], extra: ViewDict | None = None, extra_index: int = 0
+) -> tuple[list[ViewDict], ViewDict | None]:
+    """Run ``module`` on one input per view it makes; ``extra`` (if any) goes through the
+    recipe of view ``extra_index`` too, in the same pass where the recipe allows."""
     if isinstance(module, MultiView):
-        return module.make(inputs)
-    return [module(inputs[0])]
+        return module.make(inputs, extra, extra_index)
+    return [module(inputs[0])], (module(extra) if extra is not None else None)
 
 
 def recipe_of(module: nn.Module, index: int) -> View:
@@ -94,27 +97,34 @@ class MultiView(nn.Module):
         if batch.get("mask") is not None:
             base["mask"] = batch["mask"]
         if self.background_swap is None:
-            return self.make([base] * self.num_views)
+            return self.make([base] * self.num_views)[0]
         if self.num_views < 2:
             raise ValueError("BackgroundSwap needs a recipe with at least two views")
         swap = self.background_swap(base)
-        out = self.make([swap.query] + [swap.positive] * (self.num_views - 1))
-        if swap.negative is not None:
-            out[1]["hard_negative"] = recipe_of(self, 1)(swap.negative)["image"]
+        out, negative = self.make([swap.query] + [swap.positive] * (self.num_views - 1), swap.negative, 1)
+        if negative is not None:
+            out[1]["hard_negative"] = negative["image"]
             out[1]["hard_negative_valid"] = swap.negative_valid
         return out
 
-    def make(self, inputs: Sequence[ViewDict]) -> list[ViewDict]:
-        """The views from one input per view (no background swap at this level)."""
+    def make(
+        self, inputs: Sequence[ViewDict], extra: ViewDict | None = None, extra_index: int = 0
+    ) -> tuple[list[ViewDict], ViewDict | None]:
+        """The views from one input per view (no background swap at this level), and
+        ``extra`` passed through the recipe of view ``extra_index``."""
         if len(inputs) != self.num_views:
             raise ValueError(f"{type(self).__name__} makes {self.num_views} views, got {len(inputs)} inputs")
         out: list[ViewDict] = []
+        extra_out = None
         start = 0
         for view in self.views:
             count = count_views(view)
-            out.extend(make_views(view, inputs[start:start + count]))
+            mine = extra if start <= extra_index < start + count else None
+            made, made_extra = make_views(view, inputs[start:start + count], mine, extra_index - start)
+            out.extend(made)
+            extra_out = made_extra if mine is not None else extra_out
             start += count
-        return out
+        return out, extra_out
 
     @torch.no_grad()
     def evaluate(self, batch: ViewDict) -> torch.Tensor:
@@ -153,14 +163,18 @@ class RepeatedView(MultiView):
     def num_views(self) -> int:
         return self._num_views
 
-    def make(self, inputs: Sequence[ViewDict]) -> list[ViewDict]:
+    def make(
+        self, inputs: Sequence[ViewDict], extra: ViewDict | None = None, extra_index: int = 0
+    ) -> tuple[list[ViewDict], ViewDict | None]:
         if len(inputs) != self.num_views:
             raise ValueError(f"RepeatedView makes {self.num_views} views, got {len(inputs)} inputs")
+        everything = list(inputs) + ([extra] if extra is not None else [])
         keys = [k for k in ("image", "mask") if inputs[0].get(k) is not None]
-        if all(item is inputs[0] for item in inputs):
-            joined = {k: inputs[0][k].repeat(self.num_views, *[1] * (inputs[0][k].dim() - 1)) for k in keys}
+        if all(item is everything[0] for item in everything):
+            joined = {k: everything[0][k].repeat(len(everything), *[1] * (everything[0][k].dim() - 1)) for k in keys}
         else:
-            joined = {k: torch.cat([item[k] for item in inputs]) for k in keys}
+            joined = {k: torch.cat([item[k] for item in everything]) for k in keys}
         out = self.views[0](joined)
-        chunks = {k: v.chunk(self.num_views) for k, v in out.items()}
-        return [{k: chunks[k][i] for k in chunks} for i in range(self.num_views)]
+        chunks = {k: v.chunk(len(everything)) for k, v in out.items()}
+        views = [{k: chunks[k][i] for k in chunks} for i in range(len(everything))]
+        return views[:self.num_views], (views[-1] if extra is not None else None)

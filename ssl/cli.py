@@ -1,11 +1,17 @@
-"""The ``sslkit`` command: LightningCLI's fit/validate/test for any method and DataModule.
+"""The ``sslkit`` command: LightningCLI's fit/validate/test for any method and DataModule,
+plus the tools around training.
 
     sslkit fit -c configs/demo.yaml
     sslkit validate -c configs/demo.yaml          # kNN accuracy at random initialisation
     sslkit fit -c configs/demo.yaml --trainer.accelerator=gpu
+    sslkit preview -c configs/demo_bg.yaml --out views.png
+    sslkit masks --images DIR --out DIR --model u2net
+    sslkit backgrounds -c configs/demo_bg.yaml --ckpt_path runs/.../last.ckpt
 """
 from __future__ import annotations
 
+import importlib
+import sys
 import time
 
 import pytorch_lightning as pl
@@ -85,7 +91,20 @@ class SSLKitCLI(LightningCLI):
             check(self.datamodule, self.trainer.world_size)
 
 
+TOOLS = {
+    "preview": "sslkit.commands.preview",
+    "masks": "sslkit.commands.masks",
+    "backgrounds": "sslkit.commands.backgrounds",
+}
+
+
 def main(args: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if args is None else args)
+    if argv and argv[0] in TOOLS:
+        importlib.import_module(TOOLS[argv[0]]).main(argv[1:])
+        return
+    if argv and argv[0] in ("-h", "--help"):
+        print(f"sslkit tools (each has --help): {', '.join(TOOLS)}\n")
     SSLKitCLI(args=args)
 
 

@@ -32,7 +32,9 @@ def test_moco_trains_with_background_stages_and_the_negative_never_enters_the_qu
     model = tiny_moco(augment=augment)
     tiny_trainer(tmp_path, max_steps=3).fit(model, tiny_data())
     assert int(model.queue.filled) == 3 * 16
-    assert model.trainer.callback_metrics["train/swap_negative_rate"] > 0
+    metrics = model.trainer.callback_metrics
+    assert metrics["train/swap_negative_rate"] > 0
+    assert all(torch.isfinite(metrics[k]) for k in ("train/negative_sim", "train/positive_sim", "train/loss"))
 
 
 def test_byol_and_swav_take_the_positive_only_form(tmp_path):

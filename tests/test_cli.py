@@ -20,7 +20,7 @@ def run(args, cwd):
     return subprocess.run(SSLKIT + args, cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
-@pytest.mark.parametrize("name, extra", [("demo", MOCO), ("demo_byol", []), ("demo_swav", [])])
+@pytest.mark.parametrize("name, extra", [("demo", MOCO), ("demo_byol", []), ("demo_swav", []), ("demo_bg", MOCO)])
 def test_fit_demo_configs_end_to_end(tmp_path, name, extra):
     shutil.copytree(os.path.join(REPO, "configs"), tmp_path / "configs")
     out = run(["fit", "-c", f"configs/{name}.yaml", *FAST, *extra], tmp_path)
@@ -44,9 +44,15 @@ def test_unknown_method_class_path(tmp_path):
     assert "MoCoV9" in out.stderr
 
 
+OVERLAYS = {"background_off.yaml": "demo_bg.yaml"}  # partial configs, given after a full one
+
+
 def test_every_config_parses(tmp_path):
     for name in sorted(os.listdir(os.path.join(REPO, "configs"))):
-        out = run(["fit", "--print_config", "-c", os.path.join(REPO, "configs", name)], tmp_path)
+        configs = [os.path.join(REPO, "configs", name)]
+        if name in OVERLAYS:
+            configs.insert(0, os.path.join(REPO, "configs", OVERLAYS[name]))
+        out = run(["fit", "--print_config", *[a for c in configs for a in ("-c", c)]], tmp_path)
         assert out.returncode == 0, (name, out.stderr[-2000:])
         assert "class_path: sslkit.methods" in out.stdout
 

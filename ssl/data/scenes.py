@@ -14,7 +14,11 @@ class SyntheticScenes(SSLDataModule):
     jitter cannot hide, and instance discrimination then learns hue instead of shape.
 
     ``background_class_correlation`` is the probability that a train scene's background
-    family is tied to its class (a spurious cue); val scenes never are.
+    is tied to its class (a spurious cue); val scenes are tied with probability
+    ``val_background_class_correlation`` (0 by default: a clean test of the cue). With
+    ``num_backgrounds`` = ``num_classes`` every class owns one background, the strongest
+    cue; set the val correlation equal to the train one for an in-distribution val split
+    on which the Backgrounds-Challenge variants (``sslkit backgrounds``) measure reliance.
     """
 
     def __init__(
@@ -27,6 +31,7 @@ class SyntheticScenes(SSLDataModule):
         object_scale: tuple[float, float] = (0.5, 0.8),
         background_contrast: float = 0.15,
         background_class_correlation: float = 0.0,
+        val_background_class_correlation: float = 0.0,
         object_colours: int | None = None,
         num_backgrounds: int | None = None,
         rotation_range: float = 30.0,
@@ -50,7 +55,12 @@ class SyntheticScenes(SSLDataModule):
             rotation_range=rotation_range,
             saturation=saturation,
         )
+        for name, value in (("background_class_correlation", background_class_correlation),
+                            ("val_background_class_correlation", val_background_class_correlation)):
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"data.{name} must be in [0, 1], got {value}")
         self.background_class_correlation = background_class_correlation
+        self.val_background_class_correlation = val_background_class_correlation
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None:
@@ -58,4 +68,7 @@ class SyntheticScenes(SSLDataModule):
                 "train", self.num_train, self.seed,
                 background_class_correlation=self.background_class_correlation, **self.render,
             )
-            self.val_set = SyntheticScenesDataset("val", self.num_val, self.seed, **self.render)
+            self.val_set = SyntheticScenesDataset(
+                "val", self.num_val, self.seed,
+                background_class_correlation=self.val_background_class_correlation, **self.render,
+            )

@@ -1,0 +1,1 @@
+"""``sslkit`` subcommands beyond LightningCLI's fit/validate/test."""
