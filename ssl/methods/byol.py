@@ -70,7 +70,7 @@ class BYOL(SSLHooks, pl.LightningModule):
     def current_tau(self) -> float:
         return cosine_momentum(self.tau_base, self.tau_final, self.global_step, self._total_steps)
 
-    def step(self, views: list[dict]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def step(self, views: list[dict], labels: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Symmetrised BYOL loss on two augmented views. Returns (loss, stats)."""
         x1, x2 = views[0]["image"], views[1]["image"]
         online = [self.predictor(self.projector(self.backbone(x))) for x in (x1, x2)]

@@ -130,7 +130,8 @@ class SSLHooks:
     """The Lightning hooks every method shares, and nothing else: augment on the device,
     log a finite loss, feed the kNN monitor, run the method's ``check_data`` before fit.
 
-    A method provides ``step(views) -> (loss, stats)``, ``augment``, ``knn`` and
+    A method provides ``step(views, labels) -> (loss, stats)`` (labels, when the data has
+    them, serve diagnostics only), ``augment``, ``knn`` and
     ``check_data(datamodule, world_size)``.
     """
 
@@ -139,7 +140,7 @@ class SSLHooks:
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         count_missing_masks(self, batch)
-        loss, stats = self.step(batch["views"])
+        loss, stats = self.step(batch["views"], labels=batch.get("label"))
         check_finite(loss, self)
         self.log_dict({"train/loss": loss, **stats})
         self.log("loss", loss, prog_bar=True, logger=False)

@@ -17,9 +17,11 @@ from sslkit.augmentations import MoCoV2Views, MultiView
 from sslkit.eval.knn import KNNAccuracy
 from sslkit.nn import distributed
 from sslkit.nn.backbones import build_backbone
+from sslkit.nn.hardness import HardnessBand, MoCHi, hardness_info_nce_logits, hardness_statistics
 from sslkit.nn.heads import mlp_head
-from sslkit.nn.losses import info_nce_logits
 from sslkit.nn.queue import NegativeQueue
+
+from .hardness_plot import SimilarityHistogram
 
 from .common import SSLHooks, check_canvas, configure_optimization
 from .momentum import cosine_momentum, momentum_copy, momentum_update
@@ -54,6 +56,16 @@ class MoCoV2(SSLHooks, pl.LightningModule):
             one whose query has that background.
         optim: optimiser and schedule (SGD lr 0.03 x B/256, cosine).
         knn_k, knn_temperature: the kNN monitor on the val split.
+        hardness_band: ``[lo, hi]``: each query trains on the queue negatives whose
+            hardness rank (most similar first) lies in that band (Cai et al. 2020; see
+            ``sslkit.nn.hardness.HardnessBand``); ``None`` = all negatives.
+        hardness_unit: ``fraction`` (of the queue) or ``count`` (of negatives).
+        negative_beta: beta-reweighting of negatives by exp(beta s) (Robinson et al. 2021);
+            0 = off.
+        mochi: synthetic hard negatives (Kalantidis et al. 2020); ``None`` = off.
+        hardness_log_every: every N steps, log similarity quantiles, the band's range and,
+            with labels, the same-class fraction of band and queue; each epoch, a
+            histogram PNG under ``<log_dir>/hardness/``. 0 = off.
     """
 
     def __init__(
@@ -74,6 +86,11 @@ class MoCoV2(SSLHooks, pl.LightningModule):
         optim: OptimConfig | None = None,
         knn_k: int = 200,
         knn_temperature: float = 0.07,
+        hardness_band: tuple[float, float] | None = None,
+        hardness_unit: Literal["fraction", "count"] = "fraction",
+        negative_beta: float = 0.0,
+        mochi: MoCHi | None = None,
+        hardness_log_every: int = 50,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["augment"])
@@ -94,6 +111,11 @@ class MoCoV2(SSLHooks, pl.LightningModule):
         self.batchnorm = batchnorm
         self.bn_splits = bn_splits
         self.knn = KNNAccuracy(knn_k, knn_temperature)
+        self.band = HardnessBand(*hardness_band, queue_size, hardness_unit) if hardness_band is not None else None
+        self.negative_beta = negative_beta
+        self.mochi = mochi
+        self.hardness_log_every = hardness_log_every
+        self.histogram = SimilarityHistogram()
         self._total_steps = 0
 
     # ----------------------------------------------------------------- encoders
@@ -147,7 +169,7 @@ class MoCoV2(SSLHooks, pl.LightningModule):
             return self.momentum
         return cosine_momentum(self.momentum, self.momentum_end, self.global_step, self._total_steps)
 
-    def step(self, views: list[dict]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def step(self, views: list[dict], labels: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """One MoCo step on augmented views: momentum update, loss, enqueue. Returns (loss, stats)."""
         x1, x2 = views[0]["image"], views[1]["image"]
         m = self.current_momentum()
@@ -155,29 +177,52 @@ class MoCoV2(SSLHooks, pl.LightningModule):
         momentum_update(self.head, self.key_head, m)
 
         negatives = self.queue.keys.clone()
+        queue_labels = self.queue.labels.clone()
         q1, k2 = self._query(x1), self._keys(x2)
-        logits, targets = info_nce_logits(q1, k2, negatives, self.temperature)
-        swap_stats: dict[str, torch.Tensor] = {}
+        first = self._logits(q1, k2, negatives)
+        logits, targets = first.logits, first.targets
+        queue_logits, swap_stats = logits, {}
         if "hard_negative" in views[1]:
             logits, swap_stats = self._append_hard_negative(logits, q1, views[1])
         loss = F.cross_entropy(logits, targets)
         keys = [k2]
         if self.symmetric:
             q2, k1 = self._query(x2), self._keys(x1)
-            logits2, _ = info_nce_logits(q2, k1, negatives, self.temperature)
-            loss = 0.5 * (loss + F.cross_entropy(logits2, targets))
+            loss = 0.5 * (loss + F.cross_entropy(self._logits(q2, k1, negatives).logits, targets))
             keys.append(k1)
-        self.queue.enqueue(torch.cat(keys))
+        self.queue.enqueue(torch.cat(keys), None if labels is None else labels.repeat(len(keys)))
+        swap_stats.update(self._hardness_statistics(first, labels, queue_labels))
         with torch.no_grad():
             stats = {
                 "train/instance_acc": (logits.argmax(1) == 0).float().mean(),
-                "train/positive_sim": logits[:, 0].mean() * self.temperature,
-                "train/negative_sim": logits[:, 1:].mean() * self.temperature,
+                "train/positive_sim": queue_logits[:, 0].mean() * self.temperature,
+                "train/negative_sim": queue_logits[:, 1:].mean() * self.temperature,
                 "train/momentum": torch.tensor(m),
                 "queue/filled": self.queue.filled.float() / self.queue.size,
                 **swap_stats,
             }
         return loss, stats
+
+    def _logits(self, query: torch.Tensor, key: torch.Tensor, negatives: torch.Tensor):
+        return hardness_info_nce_logits(query, key, negatives, self.temperature, self.band,
+                                        self.negative_beta, self.mochi)
+
+    def _hardness_statistics(self, computed, labels: torch.Tensor | None,
+                             queue_labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        every = self.hardness_log_every
+        if every <= 0 or self.global_step % every or int(self.queue.filled) < self.queue.size:
+            return {}
+        self.histogram.add(computed.similarity, computed.band_similarity)
+        return hardness_statistics(computed.similarity, computed.band_similarity, computed.band_index,
+                                   labels, queue_labels)
+
+    def on_train_epoch_end(self) -> None:
+        super().on_train_epoch_end()
+        log_dir = self.trainer.log_dir if self.trainer is not None else None
+        if self.histogram.count and log_dir and self.trainer.is_global_zero:
+            self.histogram.save(f"{log_dir}/hardness/epoch_{self.current_epoch:03d}.png",
+                                f"epoch {self.current_epoch}: query-negative similarity", self.band)
+        self.histogram.reset()
 
     def _append_hard_negative(
         self, logits: torch.Tensor, query: torch.Tensor, key_view: dict
@@ -202,6 +247,8 @@ class MoCoV2(SSLHooks, pl.LightningModule):
         queue that cannot hold one step's keys."""
         check_canvas(self, datamodule)
         batch = getattr(datamodule, "batch_size", None)
+        if self.mochi is not None and self.mochi.hardest > self.queue.size:
+            raise ValueError(f"model.mochi.hardest={self.mochi.hardest} exceeds queue_size={self.queue.size}")
         if batch is not None:
             per_step = batch * world_size * (2 if self.symmetric else 1)
             if self.queue.size < per_step:

@@ -105,7 +105,7 @@ class SwAV(SSLHooks, pl.LightningModule):
     def _use_queue(self) -> bool:
         return self.queue.shape[1] > 0 and self.current_epoch >= self.queue_start_epoch
 
-    def step(self, views: list[dict]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def step(self, views: list[dict], labels: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Swapped-prediction loss over all crops. Returns (loss, stats)."""
         if len(views) < self.num_global:
             raise ValueError(f"SwAV needs at least {self.num_global} global crops, got {len(views)} views")

@@ -14,7 +14,8 @@ class NegativeQueue(nn.Module):
     Contents and pointer are persistent buffers, so checkpoints carry them and a resumed
     run continues with the same negatives. ``enqueue`` gathers the keys of every rank
     first, so all ranks hold the same queue under DDP. Keys are written at
-    ``(ptr + i) mod size``: any batch size wraps around correctly.
+    ``(ptr + i) mod size``: any batch size wraps around correctly. The class label of each
+    key is kept beside it when the data has labels (-1 otherwise), for diagnostics only.
     """
 
     def __init__(self, size: int, dim: int) -> None:
@@ -26,11 +27,23 @@ class NegativeQueue(nn.Module):
         self.register_buffer("keys", F.normalize(torch.randn(size, dim), dim=1))
         self.register_buffer("ptr", torch.zeros((), dtype=torch.long))
         self.register_buffer("filled", torch.zeros((), dtype=torch.long))
+        self.register_buffer("labels", torch.full((size,), -1, dtype=torch.long))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        """Checkpoints from before key labels were kept load with unknown labels."""
+        state_dict.setdefault(prefix + "labels", torch.full((self.size,), -1, dtype=torch.long))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @torch.no_grad()
-    def enqueue(self, keys: torch.Tensor) -> None:
-        """Append ``keys`` ``[B, dim]`` from this rank (and every other rank) to the queue."""
+    def enqueue(self, keys: torch.Tensor, labels: torch.Tensor | None = None) -> None:
+        """Append ``keys`` ``[B, dim]`` (and their ``labels`` ``[B]``, if known) from this
+        rank and every other rank to the queue."""
+        if labels is None:
+            labels = torch.full((keys.shape[0],), -1, dtype=torch.long, device=keys.device)
+        if labels.shape[0] != keys.shape[0]:
+            raise ValueError(f"{keys.shape[0]} keys but {labels.shape[0]} labels")
         keys = gather_all(keys.detach())
+        labels = gather_all(labels.detach().long())
         n = keys.shape[0]
         if keys.dim() != 2 or keys.shape[1] != self.dim:
             raise ValueError(f"expected keys of shape [B, {self.dim}], got {tuple(keys.shape)}")
@@ -41,6 +54,7 @@ class NegativeQueue(nn.Module):
             )
         index = (self.ptr + torch.arange(n, device=self.keys.device)) % self.size
         self.keys[index] = keys.to(self.keys.dtype)
+        self.labels[index] = labels.to(self.labels.device)
         self.ptr.copy_((self.ptr + n) % self.size)
         self.filled.copy_(torch.clamp(self.filled + n, max=self.size))
 
