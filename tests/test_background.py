@@ -187,3 +187,15 @@ def test_moco_recipe_with_swap_makes_cropped_hard_negative():
     views = MoCoV2Views(crop_size=24, blur_p=0.0, background_swap=BackgroundSwap(p=1.0))(batch)
     assert views[1]["hard_negative"].shape == (8, 3, 24, 24)
     assert "hard_negative" not in views[0]
+
+
+def test_full_background_recipe_under_bf16_autocast():
+    batch = scenes(n=8, size=32)
+    batch["image"] = (batch["image"] * 255).to(torch.uint8)
+    recipe = MoCoV2Views(crop_size=24, blur_p=0.5,
+                         background=[BackgroundRemove(1.0, fill="blur"), BackgroundRandom(1.0)],
+                         background_swap=BackgroundSwap(1.0))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        views = recipe(batch)
+    for image in (views[0]["image"], views[1]["image"], views[1]["hard_negative"]):
+        assert image.shape == (8, 3, 24, 24) and torch.isfinite(image.float()).all()

@@ -34,7 +34,7 @@ class HardnessBand:
                 f"({'fractions of the queue' if unit == 'fraction' else 'negatives, queue_size ' + str(queue_size)})"
             )
         if unit == "fraction":
-            skip, end = math.floor(lo * queue_size + 1e-9), math.ceil(hi * queue_size - 1e-9)
+            skip, end = math.floor(round(lo * queue_size, 9)), math.ceil(round(hi * queue_size, 9))
         else:
             skip, end = int(lo), int(math.ceil(hi))
         if end - skip < 1:
