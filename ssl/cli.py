@@ -7,6 +7,8 @@ plus the tools around training.
     sslkit preview -c configs/demo_bg.yaml --out views.png
     sslkit masks --images DIR --out DIR --model u2net
     sslkit backgrounds -c configs/demo_bg.yaml --ckpt_path runs/.../last.ckpt
+    sslkit probe -c configs/linear_probe.yaml --source runs/.../last.ckpt
+    sslkit spectrum -c configs/linear_probe.yaml --source runs/.../last.ckpt
 """
 from __future__ import annotations
 
@@ -95,6 +97,8 @@ TOOLS = {
     "preview": "sslkit.commands.preview",
     "masks": "sslkit.commands.masks",
     "backgrounds": "sslkit.commands.backgrounds",
+    "probe": "sslkit.commands.probe",
+    "spectrum": "sslkit.commands.spectrum",
 }
 
 

@@ -54,3 +54,30 @@ def test_masks_command_writes_and_resumes(tmp_path):
     assert np.asarray(Image.open(tmp_path / "masks" / "a" / "0.png")).shape == (40, 40)
     again = run(args, tmp_path)
     assert "0 written, 6 already there" in again.stdout
+
+
+def test_probe_and_spectrum_of_a_trained_checkpoint(tmp_path):
+    demo = os.path.join(REPO, "configs", "demo.yaml")
+    fit = run(["fit", "-c", demo, *FAST, *MOCO], tmp_path)
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    ckpt = next((tmp_path / "runs" / "demo").glob("version_*/checkpoints/last.ckpt"))
+    probe_cfg = os.path.join(REPO, "configs", "linear_probe.yaml")
+    small = ["--data.init_args.num_train=256", "--data.init_args.num_val=128", "--data.init_args.batch_size=64"]
+    first = run(["probe", "-c", probe_cfg, "--source", str(ckpt), *small, "--l2_grid=[0.001,0.1]"], tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    record = json.loads((ckpt.parent / "probe_fast.json").read_text())
+    assert 0.0 < record["top1"] <= record["top5"] <= 1.0 and record["n_train"] == 256
+    assert record["features_from_cache"] is False
+    again = run(["probe", "-c", probe_cfg, "--source", str(ckpt), *small, "--l2_grid=[0.001,0.1]"], tmp_path)
+    assert json.loads((ckpt.parent / "probe_fast.json").read_text())["features_from_cache"] is True
+    assert again.returncode == 0
+
+    unlabelled = run(["probe", "-c", probe_cfg, "--source", str(tmp_path / "nope.ckpt"), *small], tmp_path)
+    assert unlabelled.returncode != 0 and "nope.ckpt' does not exist" in unlabelled.stderr
+
+    spectrum = run(["spectrum", "-c", probe_cfg, "--source", str(ckpt), *small], tmp_path)
+    assert spectrum.returncode == 0, spectrum.stderr[-3000:]
+    report = json.loads((ckpt.parent / "spectrum.json").read_text())
+    assert set(report) >= {"backbone", "projector"}
+    assert report["backbone"]["n_samples"] == 128 and report["projector"]["dim"] == 64
+    assert (ckpt.parent / "spectrum.png").stat().st_size > 0

@@ -165,6 +165,10 @@ class SSLHooks:
     def on_test_epoch_end(self) -> None:
         log_knn(self)
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Record the method, so tools can rebuild it from the checkpoint alone."""
+        checkpoint["sslkit_class_path"] = f"{type(self).__module__}.{type(self).__qualname__}"
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Backbone features of normalised images."""
         return self.backbone(images)

@@ -1,0 +1,135 @@
+"""``sslkit probe``: linear probe of a pretrained backbone.
+
+    sslkit probe -c configs/linear_probe.yaml --source runs/demo/version_0/checkpoints/last.ckpt
+    sslkit probe -c configs/linear_probe_cifar10.yaml --source CKPT --protocol standard
+
+Fast path (default): features extracted once (centre crop, no augmentation, progress
+bar), cached on disk keyed by checkpoint, data and view; full-batch L-BFGS logistic
+regression with an L2 sweep on a held-out part of the train split. Standard path: the
+published protocol (SGD, training augmentation) through ``sslkit.eval.LinearProbe``.
+Top-1 and top-5 on the data module's val split go to stdout and a JSON file.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Literal
+
+import pytorch_lightning as pl
+import torch
+from jsonargparse import ActionConfigFile, ArgumentParser
+from torch.utils.data import DataLoader
+
+from sslkit.augmentations.recipes import eval_view
+from sslkit.augmentations.stages import IMAGENET_MEAN, IMAGENET_STD
+from sslkit.checkpoints import file_digest, load_backbone
+from sslkit.eval.backgrounds import VARIANTS, BackgroundsChallenge
+from sslkit.eval.cache import cached_features, describe
+from sslkit.eval.features import extract_features
+from sslkit.eval.linear import fit_logistic_regression, linear_probe, topk_accuracy
+from sslkit.eval.linear_probe import LinearProbe
+
+from .common import resolve_device
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="sslkit probe", description=__doc__)
+    parser.add_argument("-c", "--config", action=ActionConfigFile)
+    parser.add_argument("--source", type=str, required=True, help="sslkit checkpoint (.ckpt)")
+    parser.add_subclass_arguments(pl.LightningDataModule, "data", required=True)
+    parser.add_argument("--protocol", type=Literal["fast", "standard"], default="fast")
+    parser.add_argument("--crop_size", type=int, default=224)
+    parser.add_argument("--mean", type=tuple[float, float, float], default=IMAGENET_MEAN)
+    parser.add_argument("--std", type=tuple[float, float, float], default=IMAGENET_STD)
+    parser.add_argument("--l2_grid", type=list[float], default=[1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1])
+    parser.add_argument("--val_fraction", type=float, default=0.2)
+    parser.add_argument("--max_iter", type=int, default=500)
+    parser.add_argument("--epochs", type=int, default=100)
+    parser.add_argument("--lr", type=float, default=30.0)
+    parser.add_argument("--momentum", type=float, default=0.9)
+    parser.add_argument("--weight_decay", type=float, default=0.0)
+    parser.add_argument("--nesterov", type=bool, default=False)
+    parser.add_argument("--milestones", type=list[int], default=[60, 80])
+    parser.add_argument("--backgrounds", type=bool, default=False,
+                        help="also score Only-FG, Mixed-Same, Mixed-Rand and BG-Gap (fast path; needs masks)")
+    parser.add_argument("--cache_dir", type=str | None, default="runs/probe_cache")
+    parser.add_argument("--out", type=str | None, default=None, help="JSON file (default: beside the checkpoint)")
+    parser.add_argument("--device", type=str, default="auto")
+    parser.add_argument("--num_workers", type=int | None, default=None)
+    return parser
+
+
+def _loader(data, dataset, shuffle: bool = False) -> DataLoader:
+    return DataLoader(dataset, batch_size=data.batch_size, shuffle=shuffle,
+                      num_workers=getattr(data, "num_workers", 0))
+
+
+def fast_probe(args, backbone, data, device) -> dict:
+    view = eval_view(args.crop_size, args.mean, args.std).to(device)
+    transform = lambda batch: view(batch)["image"]  # noqa: E731
+    digest = file_digest(args.source)
+
+    def features_of(name: str, dataset):
+        parts = {"checkpoint": digest, "data": describe(data), "split": name,
+                 "view": {"crop_size": args.crop_size, "mean": list(args.mean), "std": list(args.std)}}
+        return cached_features(args.cache_dir, parts,
+                               lambda: extract_features(backbone, _loader(data, dataset), transform, device, name))
+
+    train_x, train_y, train_hit = features_of("train", data.train_set)
+    test_x, test_y, test_hit = features_of("val", data.val_set)
+    result = linear_probe((train_x, train_y), (test_x, test_y), args.l2_grid, args.val_fraction,
+                          args.max_iter, device)
+    record = {**result.to_dict(), "n_train": len(train_x), "n_test": len(test_x), "dim": train_x.shape[1],
+              "features_from_cache": train_hit and test_hit}
+    if args.backgrounds:
+        classifier = fit_logistic_regression(train_x, train_y, result.l2, int(train_y.max()) + 1,
+                                             args.max_iter, device)
+        scores = {}
+        for variant in VARIANTS:
+            x, y, _ = features_of(f"val/{variant}", BackgroundsChallenge(data.val_set, variant))
+            scores[variant] = topk_accuracy(classifier.logits(x.to(device)), y, 1)
+        scores["bg_gap"] = scores["mixed_same"] - scores["mixed_rand"]
+        record["backgrounds_top1"] = scores
+    return record
+
+
+def standard_probe(args, backbone, data, device) -> dict:
+    num_classes = int(max(_max_label(data.train_set), _max_label(data.val_set))) + 1
+    module = LinearProbe(backbone, num_classes, args.crop_size, mean=args.mean, std=args.std, lr=args.lr,
+                         momentum=args.momentum, weight_decay=args.weight_decay, nesterov=args.nesterov,
+                         milestones=args.milestones)
+    trainer = pl.Trainer(max_epochs=args.epochs, accelerator="gpu" if device.type == "cuda" else "cpu",
+                         devices=1, logger=False, enable_checkpointing=False,
+                         check_val_every_n_epoch=max(1, args.epochs // 10))
+    trainer.fit(module, _loader(data, data.train_set, shuffle=True), _loader(data, data.val_set))
+    results = trainer.validate(module, _loader(data, data.val_set), verbose=False)[0]
+    return {"top1": results["val/top1"], "top5": results["val/top5"], "epochs": args.epochs, "lr": args.lr}
+
+
+def _max_label(dataset) -> int:
+    from sslkit.eval.backgrounds import dataset_labels
+
+    return int(dataset_labels(dataset).max())
+
+
+def main(argv: list[str]) -> None:
+    parser = build_parser()
+    cfg = parser.parse_args(argv)
+    init = parser.instantiate_classes(cfg)
+    data = init.data
+    if init.num_workers is not None:
+        data.num_workers = init.num_workers
+    data.setup("fit")
+    device = resolve_device(init.device)
+    backbone = load_backbone(init.source).to(device)
+    start = time.perf_counter()
+    record = fast_probe(init, backbone, data, device) if init.protocol == "fast" else standard_probe(init, backbone, data, device)
+    record.update(source=init.source, protocol=init.protocol, seconds=time.perf_counter() - start)
+    out = Path(init.out) if init.out else Path(init.source).with_name(f"probe_{init.protocol}.json")
+    out.write_text(json.dumps(record, indent=2))
+    print(f"sslkit probe ({init.protocol}): top-1 {100 * record['top1']:.2f}%, top-5 {100 * record['top5']:.2f}% "
+          f"on {type(data).__name__} val, {record['seconds']:.1f} s")
+    for name, value in record.get("backgrounds_top1", {}).items():
+        print(f"  {name:>11}: {100 * value:6.2f}")
+    print(f"sslkit probe: wrote {out}")

@@ -1,0 +1,113 @@
+"""Watch representation geometry evolve during pretraining.
+
+``GeometryMonitor`` (a Lightning callback) every ``every_n_epochs`` encodes a fixed subset
+of the val split (and of the train split as the kNN bank), and logs ``val/alpha`` and
+``val/effective_rank`` of the backbone features and ``val/knn_top1_subset`` on that
+subset. At the end of fit it plots alpha, effective rank and kNN accuracy (the subset's,
+and the method's own ``val/knn_top1`` where it logs one) against the epoch, to
+``<log_dir>/geometry.png``, with the numbers in ``geometry.json``.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.utilities import rank_zero_only
+from torch.utils.data import DataLoader, Subset
+
+from .features import extract_features
+from .knn import knn_predict
+from .spectrum import eigenspectrum
+
+
+class GeometryMonitor(pl.Callback):
+    def __init__(
+        self,
+        every_n_epochs: int = 5,
+        num_samples: int = 2048,
+        bank_size: int = 4096,
+        knn_k: int = 20,
+        knn_temperature: float = 0.1,
+        fit_range: tuple[int, int] | None = None,
+    ) -> None:
+        if every_n_epochs < 1:
+            raise ValueError(f"every_n_epochs must be at least 1, got {every_n_epochs}")
+        self.every_n_epochs, self.num_samples, self.bank_size = every_n_epochs, num_samples, bank_size
+        self.knn_k, self.knn_temperature, self.fit_range = knn_k, knn_temperature, fit_range
+        self.history: list[dict] = []
+
+    def _subset(self, dataset, size: int) -> Subset:
+        step = max(1, len(dataset) // size)
+        return Subset(dataset, list(range(0, len(dataset), step))[:size])
+
+    def _loader(self, datamodule, dataset, size: int) -> DataLoader:
+        return DataLoader(self._subset(dataset, size), batch_size=getattr(datamodule, "batch_size", 256))
+
+    @torch.no_grad()
+    def measure(self, trainer: pl.Trainer, module: pl.LightningModule) -> dict[str, float]:
+        data = trainer.datamodule
+        if data is None or getattr(data, "val_set", None) is None:
+            raise ValueError("GeometryMonitor needs a data module with val_set and train_set (sslkit's DataModules)")
+        transform = module.augment.evaluate
+        queries, query_labels = extract_features(module.backbone, self._loader(data, data.val_set, self.num_samples),
+                                                 transform, module.device, "geometry", progress=False)
+        bank, bank_labels = extract_features(module.backbone, self._loader(data, data.train_set, self.bank_size),
+                                             transform, module.device, "geometry bank", progress=False)
+        report = eigenspectrum(queries, self.fit_range)
+        num_classes = int(max(bank_labels.max(), query_labels.max())) + 1
+        scores = knn_predict(queries, bank, bank_labels, num_classes, self.knn_k, self.knn_temperature)
+        return {"val/alpha": report.alpha, "val/effective_rank": report.effective_rank,
+                "val/knn_top1_subset": float((scores.argmax(1) == query_labels).float().mean()),
+                "val/alpha_r2": report.r2}
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        epoch = trainer.current_epoch
+        if (epoch + 1) % self.every_n_epochs and epoch + 1 != trainer.max_epochs:
+            return
+        values = self.measure(trainer, module)
+        module.log_dict(values, rank_zero_only=True)
+        knn = trainer.callback_metrics.get("val/knn_top1")
+        self.history.append({"epoch": epoch + 1, **values, "val/knn_top1": None if knn is None else float(knn)})
+
+    @rank_zero_only
+    def on_fit_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        if not self.history or not trainer.log_dir:
+            return
+        out = Path(trainer.log_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "geometry.json").write_text(json.dumps(self.history, indent=2))
+        plot_geometry(self.history, out / "geometry.png")
+
+    def state_dict(self) -> dict:
+        return {"history": self.history}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.history = list(state_dict.get("history", []))
+
+
+def plot_geometry(history: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, axes = plt.subplots(1, 3, figsize=(10, 3))
+    axes[0].plot(epochs, [h["val/alpha"] for h in history], "o-")
+    axes[0].axhline(1.0, color="0.7", ls="--", lw=1)
+    axes[0].set_title("alpha (power-law exponent)", fontsize=9)
+    axes[1].plot(epochs, [h["val/effective_rank"] for h in history], "o-", color="C1")
+    axes[1].set_title("effective rank (RankMe)", fontsize=9)
+    axes[2].plot(epochs, [100 * h["val/knn_top1_subset"] for h in history], "o-", color="C2", label="subset kNN")
+    full = [(h["epoch"], 100 * h["val/knn_top1"]) for h in history if h.get("val/knn_top1") is not None]
+    if full:
+        axes[2].plot(*zip(*full), "s--", color="C3", label="val/knn_top1")
+    axes[2].set_title("kNN top-1 (%)", fontsize=9)
+    axes[2].legend(fontsize=7)
+    for ax in axes:
+        ax.set_xlabel("epoch")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

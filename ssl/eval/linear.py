@@ -1,0 +1,106 @@
+"""Linear classifiers on frozen features: the fast path of the linear probe (SPEC §7).
+
+Full-batch L-BFGS multinomial logistic regression with an L2 penalty on the weights
+(not the bias), as in CLIP's linear probes: ``mean CE + (l2 / 2) ||W||^2``, the objective
+of scikit-learn's ``LogisticRegression(C = 1 / (l2 N))``. Features are standardised with
+the training statistics. The L2 strength is chosen on a held-out part of the training
+split, then the classifier is refit on the whole split.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class LinearClassifier:
+    weight: torch.Tensor
+    bias: torch.Tensor
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def logits(self, features: torch.Tensor) -> torch.Tensor:
+        x = (features.to(self.weight) - self.mean) / self.std
+        return x @ self.weight.T + self.bias
+
+
+def fit_logistic_regression(
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    l2: float,
+    num_classes: int | None = None,
+    max_iter: int = 500,
+    device: str | torch.device = "cpu",
+    standardize: bool = True,
+) -> LinearClassifier:
+    """Minimise ``mean CE + (l2 / 2) ||W||^2`` over (W, b) by full-batch L-BFGS."""
+    device = torch.device(device)
+    x = features.to(device, torch.float32)
+    y = labels.to(device)
+    num_classes = num_classes or int(y.max()) + 1
+    mean = x.mean(0) if standardize else torch.zeros(x.shape[1], device=device)
+    std = x.std(0).clamp_min(1e-6) if standardize else torch.ones(x.shape[1], device=device)
+    x = (x - mean) / std
+    weight = torch.zeros(num_classes, x.shape[1], device=device, requires_grad=True)
+    bias = torch.zeros(num_classes, device=device, requires_grad=True)
+    optimizer = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=max_iter, history_size=20,
+                                  tolerance_grad=1e-7, tolerance_change=1e-10, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = F.cross_entropy(x @ weight.T + bias, y) + 0.5 * l2 * weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return LinearClassifier(weight.detach(), bias.detach(), mean, std)
+
+
+def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor, k: int) -> float:
+    k = min(k, logits.shape[1])
+    hits = (logits.topk(k, dim=1).indices == labels.to(logits.device).view(-1, 1)).any(1)
+    return float(hits.float().mean())
+
+
+@dataclass
+class ProbeResult:
+    top1: float
+    top5: float
+    l2: float
+    sweep: dict[float, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"top1": self.top1, "top5": self.top5, "l2": self.l2,
+                "sweep_val_top1": {str(k): v for k, v in self.sweep.items()}}
+
+
+def linear_probe(
+    train: tuple[torch.Tensor, torch.Tensor],
+    test: tuple[torch.Tensor, torch.Tensor],
+    l2_grid: Sequence[float] = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1),
+    val_fraction: float = 0.2,
+    max_iter: int = 500,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+) -> ProbeResult:
+    """Sweep ``l2_grid`` on a held-out ``val_fraction`` of ``train``, refit on all of it
+    with the best value, and report top-1/top-5 on ``test``."""
+    x, y = train
+    if len(x) != len(y):
+        raise ValueError(f"{len(x)} training features but {len(y)} labels")
+    num_classes = int(max(y.max(), test[1].max())) + 1
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(x), generator=generator)
+    held = max(1, int(round(val_fraction * len(x))))
+    val_idx, fit_idx = order[:held], order[held:]
+    sweep = {}
+    for l2 in l2_grid:
+        classifier = fit_logistic_regression(x[fit_idx], y[fit_idx], l2, num_classes, max_iter, device)
+        sweep[l2] = topk_accuracy(classifier.logits(x[val_idx].to(device)), y[val_idx], 1)
+    best = max(sweep, key=lambda l2: (sweep[l2], l2))
+    classifier = fit_logistic_regression(x, y, best, num_classes, max_iter, device)
+    logits = classifier.logits(test[0].to(device))
+    return ProbeResult(topk_accuracy(logits, test[1], 1), topk_accuracy(logits, test[1], 5), best, sweep)
