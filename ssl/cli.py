@@ -9,6 +9,7 @@ plus the tools around training.
     sslkit backgrounds -c configs/demo_bg.yaml --ckpt_path runs/.../last.ckpt
     sslkit probe -c configs/linear_probe.yaml --source runs/.../last.ckpt
     sslkit spectrum -c configs/linear_probe.yaml --source runs/.../last.ckpt
+    sslkit export --ckpt runs/.../last.ckpt --out backbone.pth --format torchvision
 """
 from __future__ import annotations
 
@@ -99,6 +100,7 @@ TOOLS = {
     "backgrounds": "sslkit.commands.backgrounds",
     "probe": "sslkit.commands.probe",
     "spectrum": "sslkit.commands.spectrum",
+    "export": "sslkit.commands.export",
 }
 
 

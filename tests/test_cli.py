@@ -49,6 +49,8 @@ OVERLAYS = {"background_off.yaml": "demo_bg.yaml"}  # partial configs, given aft
 
 def test_every_config_parses(tmp_path):
     for name in sorted(os.listdir(os.path.join(REPO, "configs"))):
+        if name.startswith("linear_probe"):
+            continue  # probe configs: test_probe_configs_parse
         configs = [os.path.join(REPO, "configs", name)]
         if name in OVERLAYS:
             configs.insert(0, os.path.join(REPO, "configs", OVERLAYS[name]))
@@ -63,3 +65,12 @@ def test_crop_larger_than_canvas_fails_before_anything_is_written(tmp_path):
     assert out.returncode != 0
     assert "RandomResizedCrop size 48 is larger than the data's 32x32 image canvas" in out.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_probe_configs_parse():
+    from sslkit.commands.probe import build_parser
+
+    for name in sorted(os.listdir(os.path.join(REPO, "configs"))):
+        if name.startswith("linear_probe"):
+            cfg = build_parser().parse_args(["-c", os.path.join(REPO, "configs", name), "--source", "x.ckpt"])
+            assert cfg.data.class_path.startswith("sslkit.data."), name

@@ -67,6 +67,7 @@ def test_probe_and_spectrum_of_a_trained_checkpoint(tmp_path):
     assert first.returncode == 0, first.stderr[-3000:]
     record = json.loads((ckpt.parent / "probe_fast.json").read_text())
     assert 0.0 < record["top1"] <= record["top5"] <= 1.0 and record["n_train"] == 256
+    assert 0.0 < record["knn_top1"] <= 1.0
     assert record["features_from_cache"] is False
     again = run(["probe", "-c", probe_cfg, "--source", str(ckpt), *small, "--l2_grid=[0.001,0.1]"], tmp_path)
     assert json.loads((ckpt.parent / "probe_fast.json").read_text())["features_from_cache"] is True
@@ -81,3 +82,15 @@ def test_probe_and_spectrum_of_a_trained_checkpoint(tmp_path):
     assert set(report) >= {"backbone", "projector"}
     assert report["backbone"]["n_samples"] == 128 and report["projector"]["dim"] == 64
     assert (ckpt.parent / "spectrum.png").stat().st_size > 0
+
+    exported = run(["export", "--ckpt", str(ckpt), "--out", "backbone.pth", "--format", "timm"], tmp_path)
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    import timm
+
+    from sslkit.checkpoints import load_backbone
+
+    stock = timm.create_model("test_resnet", pretrained=True, pretrained_cfg_overlay=dict(file=str(tmp_path / "backbone.pth")))
+    stock.reset_classifier(0)
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(stock.eval()(images), load_backbone(ckpt)(images), atol=1e-6)

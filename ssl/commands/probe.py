@@ -27,6 +27,7 @@ from sslkit.checkpoints import file_digest, load_backbone
 from sslkit.eval.backgrounds import VARIANTS, BackgroundsChallenge
 from sslkit.eval.cache import cached_features, describe
 from sslkit.eval.features import extract_features
+from sslkit.eval.knn import knn_predict
 from sslkit.eval.linear import fit_logistic_regression, linear_probe, topk_accuracy
 from sslkit.eval.linear_probe import LinearProbe
 
@@ -36,7 +37,10 @@ from .common import resolve_device
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="sslkit probe", description=__doc__)
     parser.add_argument("-c", "--config", action=ActionConfigFile)
-    parser.add_argument("--source", type=str, required=True, help="sslkit checkpoint (.ckpt)")
+    parser.add_argument("--source", type=str, required=True,
+                        help="checkpoint in any format load_backbone reads, or a timm model name (hub weights)")
+    parser.add_argument("--arch", type=str | None, default=None, help="architecture, where --source does not record it")
+    parser.add_argument("--source_format", type=str, default="auto", help="layout of --source (default: detected)")
     parser.add_subclass_arguments(pl.LightningDataModule, "data", required=True)
     parser.add_argument("--protocol", type=Literal["fast", "standard"], default="fast")
     parser.add_argument("--crop_size", type=int, default=224)
@@ -51,6 +55,8 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--weight_decay", type=float, default=0.0)
     parser.add_argument("--nesterov", type=bool, default=False)
     parser.add_argument("--milestones", type=list[int], default=[60, 80])
+    parser.add_argument("--knn_k", type=int, default=20, help="also report weighted kNN on the cached features")
+    parser.add_argument("--knn_temperature", type=float, default=0.07)
     parser.add_argument("--backgrounds", type=bool, default=False,
                         help="also score Only-FG, Mixed-Same, Mixed-Rand and BG-Gap (fast path; needs masks)")
     parser.add_argument("--cache_dir", type=str | None, default="runs/probe_cache")
@@ -68,7 +74,7 @@ def _loader(data, dataset, shuffle: bool = False) -> DataLoader:
 def fast_probe(args, backbone, data, device) -> dict:
     view = eval_view(args.crop_size, args.mean, args.std).to(device)
     transform = lambda batch: view(batch)["image"]  # noqa: E731
-    digest = file_digest(args.source)
+    digest = file_digest(args.source) if Path(args.source).is_file() else f"hub:{args.source}"
 
     def features_of(name: str, dataset):
         parts = {"checkpoint": digest, "data": describe(data), "split": name,
@@ -80,8 +86,10 @@ def fast_probe(args, backbone, data, device) -> dict:
     test_x, test_y, test_hit = features_of("val", data.val_set)
     result = linear_probe((train_x, train_y), (test_x, test_y), args.l2_grid, args.val_fraction,
                           args.max_iter, device)
-    record = {**result.to_dict(), "n_train": len(train_x), "n_test": len(test_x), "dim": train_x.shape[1],
-              "features_from_cache": train_hit and test_hit}
+    scores = knn_predict(test_x.to(device), train_x.to(device), train_y.to(device), int(train_y.max()) + 1,
+                         args.knn_k, args.knn_temperature)
+    record = {**result.to_dict(), "knn_top1": topk_accuracy(scores, test_y, 1), "n_train": len(train_x),
+              "n_test": len(test_x), "dim": train_x.shape[1], "features_from_cache": train_hit and test_hit}
     if args.backgrounds:
         classifier = fit_logistic_regression(train_x, train_y, result.l2, int(train_y.max()) + 1,
                                              args.max_iter, device)
@@ -122,14 +130,17 @@ def main(argv: list[str]) -> None:
         data.num_workers = init.num_workers
     data.setup("fit")
     device = resolve_device(init.device)
-    backbone = load_backbone(init.source).to(device)
+    backbone = load_backbone(init.source, init.arch, init.source_format).to(device)
     start = time.perf_counter()
     record = fast_probe(init, backbone, data, device) if init.protocol == "fast" else standard_probe(init, backbone, data, device)
     record.update(source=init.source, protocol=init.protocol, seconds=time.perf_counter() - start)
-    out = Path(init.out) if init.out else Path(init.source).with_name(f"probe_{init.protocol}.json")
+    beside = Path(init.source).is_file()
+    out = Path(init.out) if init.out else (
+        Path(init.source).with_name(f"probe_{init.protocol}.json") if beside else Path(f"probe_{init.protocol}.json"))
     out.write_text(json.dumps(record, indent=2))
-    print(f"sslkit probe ({init.protocol}): top-1 {100 * record['top1']:.2f}%, top-5 {100 * record['top5']:.2f}% "
-          f"on {type(data).__name__} val, {record['seconds']:.1f} s")
+    knn = f", kNN top-1 {100 * record['knn_top1']:.2f}%" if "knn_top1" in record else ""
+    print(f"\nsslkit probe ({init.protocol}): top-1 {100 * record['top1']:.2f}%, top-5 {100 * record['top5']:.2f}%"
+          f"{knn} on {type(data).__name__} val, {record['seconds']:.1f} s")
     for name, value in record.get("backgrounds_top1", {}).items():
         print(f"  {name:>11}: {100 * value:6.2f}")
     print(f"sslkit probe: wrote {out}")

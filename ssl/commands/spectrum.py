@@ -30,7 +30,10 @@ from .common import resolve_device
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="sslkit spectrum", description=__doc__)
     parser.add_argument("-c", "--config", action=ActionConfigFile)
-    parser.add_argument("--source", type=str, required=True, help="sslkit checkpoint (.ckpt)")
+    parser.add_argument("--source", type=str, required=True,
+                        help="checkpoint in any format load_backbone reads, or a timm model name (hub weights)")
+    parser.add_argument("--arch", type=str | None, default=None, help="architecture, where --source does not record it")
+    parser.add_argument("--source_format", type=str, default="auto", help="layout of --source (default: detected)")
     parser.add_subclass_arguments(pl.LightningDataModule, "data", required=True)
     parser.add_argument("--split", type=str, default="val", help="val or train")
     parser.add_argument("--num_samples", type=int | None, default=None, help="first N images of the split")
@@ -70,11 +73,11 @@ def main(argv: list[str]) -> None:
     if init.num_samples is not None:
         dataset = Subset(dataset, range(min(init.num_samples, len(dataset))))
     device = resolve_device(init.device)
-    backbone = load_backbone(init.source).to(device)
+    backbone = load_backbone(init.source, init.arch, init.source_format).to(device)
     view = eval_view(init.crop_size, init.mean, init.std).to(device)
     loader = DataLoader(dataset, batch_size=data.batch_size, num_workers=getattr(data, "num_workers", 0))
     encoders = {"backbone": backbone}
-    projector = load_projector(init.source)
+    projector = load_projector(init.source) if Path(init.source).is_file() else None
     if projector is not None:
         encoders["projector"] = _Chain(backbone, projector.to(device)).eval()
     reports = {}
@@ -82,7 +85,7 @@ def main(argv: list[str]) -> None:
         features, _ = extract_features(encoder, loader, lambda b: view(b)["image"], device, name)
         reports[name] = eigenspectrum(features, init.fit_range, init.weighting)
         print(f"{name:>9}: {reports[name].summary()}")
-    out = Path(init.out) if init.out else Path(init.source).parent
+    out = Path(init.out) if init.out else (Path(init.source).parent if Path(init.source).is_file() else Path("."))
     out.mkdir(parents=True, exist_ok=True)
     (out / "spectrum.json").write_text(json.dumps({"source": init.source, "split": init.split,
                                                    **{k: r.to_dict() for k, r in reports.items()}}, indent=2))

@@ -12,6 +12,7 @@ from torch import nn
 
 from sslkit.augmentations import BYOLViews, MultiView
 from sslkit.eval.knn import KNNAccuracy
+from sslkit.checkpoints import load_backbone_weights
 from sslkit.nn.backbones import build_backbone
 from sslkit.nn.heads import mlp_head
 from sslkit.nn.losses import byol_loss
@@ -26,6 +27,8 @@ class BYOL(SSLHooks, pl.LightningModule):
 
     Args:
         backbone, small_images, backbone_kwargs: see ``build_backbone``.
+        backbone_weights, backbone_weights_format: initialise the backbone from a checkpoint
+            in any format ``sslkit.checkpoints.load_backbone`` reads (see ``MoCoV2``).
         proj_hidden_dim, proj_output_dim: projector ``Linear-BN-ReLU-Linear`` (4096 -> 256).
         pred_hidden_dim: predictor hidden width (4096; output = ``proj_output_dim``).
         tau_base, tau_final: target EMA rate follows ``1 - (1 - tau_base)(cos(pi k/K) + 1)/2``
@@ -40,6 +43,8 @@ class BYOL(SSLHooks, pl.LightningModule):
         backbone: str = "resnet50",
         small_images: bool = False,
         backbone_kwargs: dict | None = None,
+        backbone_weights: str | None = None,
+        backbone_weights_format: str = "auto",
         proj_hidden_dim: int = 4096,
         proj_output_dim: int = 256,
         pred_hidden_dim: int = 4096,
@@ -53,6 +58,8 @@ class BYOL(SSLHooks, pl.LightningModule):
         super().__init__()
         self.save_hyperparameters(ignore=["augment"])
         self.backbone = build_backbone(backbone, small_images=small_images, **(backbone_kwargs or {}))
+        if backbone_weights:
+            load_backbone_weights(self.backbone, backbone_weights, backbone_weights_format)
         self.projector = mlp_head(self.backbone.dim, proj_hidden_dim, proj_output_dim, batch_norm=True)
         self.predictor = mlp_head(proj_output_dim, pred_hidden_dim, proj_output_dim, batch_norm=True)
         self.target_backbone = momentum_copy(self.backbone)

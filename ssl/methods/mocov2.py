@@ -16,6 +16,7 @@ from torch import nn
 from sslkit.augmentations import MoCoV2Views, MultiView
 from sslkit.eval.knn import KNNAccuracy
 from sslkit.nn import distributed
+from sslkit.checkpoints import load_backbone_weights
 from sslkit.nn.backbones import build_backbone
 from sslkit.nn.hardness import HardnessBand, MoCHi, hardness_info_nce_logits, hardness_statistics
 from sslkit.nn.heads import mlp_head
@@ -36,6 +37,9 @@ class MoCoV2(SSLHooks, pl.LightningModule):
     Args:
         backbone: timm name or ``torchvision.<arch>`` (see ``build_backbone``).
         small_images: 3x3 stride-1 stem without max-pool, for 32-96 px images.
+        backbone_weights: initialise the backbone (and so the key encoder) from a
+            checkpoint in any format ``sslkit.checkpoints.load_backbone`` reads, loaded
+            strictly; ``backbone_weights_format`` names the layout (default: detected).
         hidden_dim: hidden width of the MLP head; ``None`` = the backbone's feature size.
         output_dim: embedding size (128 in the paper).
         queue_size: number of negative keys K (65536 on ImageNet, 4096 on CIFAR).
@@ -73,6 +77,8 @@ class MoCoV2(SSLHooks, pl.LightningModule):
         backbone: str = "resnet50",
         small_images: bool = False,
         backbone_kwargs: dict | None = None,
+        backbone_weights: str | None = None,
+        backbone_weights_format: str = "auto",
         hidden_dim: int | None = None,
         output_dim: int = 128,
         queue_size: int = 65536,
@@ -97,6 +103,8 @@ class MoCoV2(SSLHooks, pl.LightningModule):
         if batchnorm not in ("split", "shuffle", "sync", "plain"):
             raise ValueError(f"batchnorm must be one of split, shuffle, sync, plain; got '{batchnorm}'")
         self.backbone = build_backbone(backbone, small_images=small_images, **(backbone_kwargs or {}))
+        if backbone_weights:
+            load_backbone_weights(self.backbone, backbone_weights, backbone_weights_format)
         dim = self.backbone.dim
         self.head = mlp_head(dim, hidden_dim or dim, output_dim)
         self.key_backbone = momentum_copy(self.backbone)

@@ -15,6 +15,7 @@ from torch import nn
 
 from sslkit.augmentations import MultiCropViews, MultiView
 from sslkit.eval.knn import KNNAccuracy
+from sslkit.checkpoints import load_backbone_weights
 from sslkit.nn.backbones import build_backbone
 from sslkit.nn.heads import mlp_head
 from sslkit.nn.losses import sinkhorn, swav_loss
@@ -28,6 +29,8 @@ class SwAV(SSLHooks, pl.LightningModule):
 
     Args:
         backbone, small_images, backbone_kwargs: see ``build_backbone``.
+        backbone_weights, backbone_weights_format: initialise the backbone from a checkpoint
+            in any format ``sslkit.checkpoints.load_backbone`` reads (see ``MoCoV2``).
         proj_hidden_dim, proj_output_dim: projector ``Linear-BN-ReLU-Linear`` (2048 -> 128).
         num_prototypes: K (3000 on ImageNet; fewer on small data).
         temperature: tau of the swapped-prediction softmax (0.1).
@@ -46,6 +49,8 @@ class SwAV(SSLHooks, pl.LightningModule):
         backbone: str = "resnet50",
         small_images: bool = False,
         backbone_kwargs: dict | None = None,
+        backbone_weights: str | None = None,
+        backbone_weights_format: str = "auto",
         proj_hidden_dim: int = 2048,
         proj_output_dim: int = 128,
         num_prototypes: int = 3000,
@@ -65,6 +70,8 @@ class SwAV(SSLHooks, pl.LightningModule):
         if num_prototypes < 2:
             raise ValueError(f"model.num_prototypes must be at least 2, got {num_prototypes}")
         self.backbone = build_backbone(backbone, small_images=small_images, **(backbone_kwargs or {}))
+        if backbone_weights:
+            load_backbone_weights(self.backbone, backbone_weights, backbone_weights_format)
         self.projector = mlp_head(self.backbone.dim, proj_hidden_dim, proj_output_dim, batch_norm=True)
         self.prototypes = nn.Linear(proj_output_dim, num_prototypes, bias=False)
         self.augment = augment if augment is not None else MultiCropViews()
