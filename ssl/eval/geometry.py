@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.utilities import rank_zero_only
 from torch.utils.data import DataLoader, Subset
 
 from .features import extract_features
@@ -71,11 +70,12 @@ class GeometryMonitor(pl.Callback):
         knn = trainer.callback_metrics.get("val/knn_top1")
         self.history.append({"epoch": epoch + 1, **values, "val/knn_top1": None if knn is None else float(knn)})
 
-    @rank_zero_only
     def on_fit_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        if not self.history or not trainer.log_dir:
-            return
-        out = Path(trainer.log_dir)
+        log_dir = trainer.log_dir  # a collective under DDP: every rank asks
+        if self.history and log_dir and trainer.is_global_zero:
+            self._write(Path(log_dir))
+
+    def _write(self, out: Path) -> None:
         out.mkdir(parents=True, exist_ok=True)
         (out / "geometry.json").write_text(json.dumps(self.history, indent=2))
         plot_geometry(self.history, out / "geometry.png")

@@ -20,6 +20,7 @@ from sslkit.nn.losses import byol_loss
 from .common import SSLHooks, check_canvas, configure_optimization, reject_swap_negative
 from .momentum import cosine_momentum, momentum_copy, momentum_update
 from .optim import OptimConfig
+from .speed import SpeedConfig
 
 
 class BYOL(SSLHooks, pl.LightningModule):
@@ -36,6 +37,7 @@ class BYOL(SSLHooks, pl.LightningModule):
         augment: default ``BYOLViews()`` (the asymmetric recipe).
         optim: default LARS, lr 0.2 x B/256, wd 1.5e-6, biases and norms excluded,
             10 warm-up epochs, cosine.
+        speed: channels_last and torch.compile (``SpeedConfig``).
     """
 
     def __init__(
@@ -52,6 +54,7 @@ class BYOL(SSLHooks, pl.LightningModule):
         tau_final: float = 1.0,
         augment: MultiView | None = None,
         optim: OptimConfig | None = None,
+        speed: SpeedConfig | None = None,
         knn_k: int = 200,
         knn_temperature: float = 0.07,
     ) -> None:
@@ -69,6 +72,7 @@ class BYOL(SSLHooks, pl.LightningModule):
         self.optim = optim if optim is not None else OptimConfig(
             name="lars", lr=0.2, weight_decay=1.5e-6, exclude_bias_and_norm=True, warmup_epochs=10
         )
+        self.speed = speed if speed is not None else SpeedConfig()
         self.tau_base = tau_base
         self.tau_final = tau_final
         self.knn = KNNAccuracy(knn_k, knn_temperature)

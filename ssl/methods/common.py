@@ -12,6 +12,7 @@ from torch import nn
 from sslkit.nn import distributed
 
 from .optim import OptimConfig, build_optimizer, warmup_cosine
+from .speed import SpeedConfig, apply_speed, to_memory_format
 
 
 def global_batch_size(module: pl.LightningModule) -> int:
@@ -49,11 +50,12 @@ def steps_per_epoch(trainer: pl.Trainer) -> int:
 
 def augment_on_device(module: pl.LightningModule, batch: dict) -> dict:
     """``on_after_batch_transfer``: training views while fitting, else the evaluation view."""
+    speed = getattr(module, "speed", None) or SpeedConfig()
     with torch.no_grad():
         if module.trainer is not None and module.trainer.training:
-            batch["views"] = module.augment(batch)
+            batch["views"] = to_memory_format(module.augment(batch), speed)
         else:
-            batch["eval_image"] = module.augment.evaluate(batch)
+            batch["eval_image"] = to_memory_format([{"image": module.augment.evaluate(batch)}], speed)[0]["image"]
     return batch
 
 
@@ -152,6 +154,9 @@ class SSLHooks:
     def setup(self, stage: str) -> None:
         if self.trainer is not None and self.trainer.datamodule is not None:
             self.check_data(self.trainer.datamodule, self.trainer.world_size)
+        if not getattr(self, "_speed_applied", False):
+            apply_speed(self, getattr(self, "speed", None) or SpeedConfig())
+            self._speed_applied = True
 
     def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
         knn_validation_step(self, batch, dataloader_idx)

@@ -21,12 +21,14 @@ from sslkit.nn.backbones import build_backbone
 from sslkit.nn.hardness import HardnessBand, MoCHi, hardness_info_nce_logits, hardness_statistics
 from sslkit.nn.heads import mlp_head
 from sslkit.nn.queue import NegativeQueue
+from sslkit.nn.syncbn import convert_global_batchnorm
 
 from .hardness_plot import SimilarityHistogram
 
 from .common import SSLHooks, check_canvas, configure_optimization
 from .momentum import cosine_momentum, momentum_copy, momentum_update
 from .optim import OptimConfig
+from .speed import SpeedConfig
 
 BatchNormMode = Literal["split", "shuffle", "sync", "plain"]
 
@@ -52,13 +54,15 @@ class MoCoV2(SSLHooks, pl.LightningModule):
             ``shuffle`` shuffles the key batch across ranks (the original, needs DDP);
             ``split`` computes BN statistics over ``bn_splits`` sub-batches on each device and
             shuffles keys within the device (the single-GPU CIFAR demo); ``sync`` uses
-            SyncBatchNorm; ``plain`` does nothing.
+            BatchNorm over the global batch (torch's SyncBatchNorm on GPUs,
+            ``sslkit.nn.syncbn.GlobalBatchNorm`` elsewhere); ``plain`` does nothing.
         augment: the view recipe; default ``MoCoV2Views()``. With a ``BackgroundSwap``
             (BG_Swaps), its hard negative (the query's background, another image's object)
             is keyed by the key encoder and appended to the query's logits; it never enters
             the queue. With ``symmetric`` it joins the (view 1 -> view 2) term only, the
             one whose query has that background.
         optim: optimiser and schedule (SGD lr 0.03 x B/256, cosine).
+        speed: channels_last and torch.compile (``SpeedConfig``).
         knn_k, knn_temperature: the kNN monitor on the val split.
         hardness_band: ``[lo, hi]``: each query trains on the queue negatives whose
             hardness rank (most similar first) lies in that band (Cai et al. 2020; see
@@ -90,6 +94,7 @@ class MoCoV2(SSLHooks, pl.LightningModule):
         bn_splits: int = 8,
         augment: MultiView | None = None,
         optim: OptimConfig | None = None,
+        speed: SpeedConfig | None = None,
         knn_k: int = 200,
         knn_temperature: float = 0.07,
         hardness_band: tuple[float, float] | None = None,
@@ -112,6 +117,7 @@ class MoCoV2(SSLHooks, pl.LightningModule):
         self.queue = NegativeQueue(queue_size, output_dim)
         self.augment = augment if augment is not None else MoCoV2Views()
         self.optim = optim if optim is not None else OptimConfig(lr=0.03, weight_decay=1e-4)
+        self.speed = speed if speed is not None else SpeedConfig()
         self.temperature = temperature
         self.momentum = momentum
         self.momentum_end = momentum_end
@@ -268,13 +274,11 @@ class MoCoV2(SSLHooks, pl.LightningModule):
     def setup(self, stage: str) -> None:
         super().setup(stage)
         if self.batchnorm == "sync" and distributed.world_size() > 1:
-            if self.trainer is not None and self.trainer.strategy.root_device.type == "cpu":
-                raise ValueError(
-                    "model.batchnorm='sync' needs GPUs: torch's SyncBatchNorm has no CPU path. "
-                    "Use batchnorm='shuffle' for DDP on CPUs"
-                )
+            on_gpu = self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
             for name in ("backbone", "head", "key_backbone", "key_head"):
-                setattr(self, name, nn.SyncBatchNorm.convert_sync_batchnorm(getattr(self, name)))
+                module = getattr(self, name)
+                setattr(self, name, nn.SyncBatchNorm.convert_sync_batchnorm(module) if on_gpu
+                        else convert_global_batchnorm(module))
         if self.batchnorm == "shuffle" and self.trainer is not None and self.trainer.world_size == 1:
             rank_zero_warn(
                 "batchnorm='shuffle' on a single process cannot stop the BatchNorm leak; "

@@ -22,6 +22,7 @@ from sslkit.nn.losses import sinkhorn, swav_loss
 
 from .common import SSLHooks, check_canvas, configure_optimization, reject_swap_negative
 from .optim import OptimConfig
+from .speed import SpeedConfig
 
 
 class SwAV(SSLHooks, pl.LightningModule):
@@ -42,6 +43,7 @@ class SwAV(SSLHooks, pl.LightningModule):
         augment: default ``MultiCropViews()`` (2 x 224 + 6 x 96).
         optim: default LARS, lr 0.6 x B/256 (4.8 at 4096), final lr ratio 0.001, wd 1e-6,
             10 warm-up epochs.
+        speed: channels_last and torch.compile (``SpeedConfig``).
     """
 
     def __init__(
@@ -62,6 +64,7 @@ class SwAV(SSLHooks, pl.LightningModule):
         queue_start_epoch: int = 15,
         augment: MultiView | None = None,
         optim: OptimConfig | None = None,
+        speed: SpeedConfig | None = None,
         knn_k: int = 200,
         knn_temperature: float = 0.07,
     ) -> None:
@@ -80,6 +83,7 @@ class SwAV(SSLHooks, pl.LightningModule):
             name="lars", lr=0.6, weight_decay=1e-6, exclude_bias_and_norm=True,
             warmup_epochs=10, final_lr_ratio=0.001,
         )
+        self.speed = speed if speed is not None else SpeedConfig()
         self.temperature = temperature
         self.epsilon = epsilon
         self.sinkhorn_iterations = sinkhorn_iterations

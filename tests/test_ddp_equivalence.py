@@ -1,0 +1,108 @@
+"""One training step on 2 ranks x B/2 equals one step on 1 process x B (2 CPU processes,
+gloo), for MoCo v2, BYOL and SwAV with BatchNorm over the global batch."""
+import pytest
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from ddp import run_distributed
+from sslkit.nn.losses import sinkhorn
+from sslkit.nn.syncbn import convert_global_batchnorm
+
+BATCH = 8
+
+
+def build(method):
+    from helpers import tiny_byol, tiny_moco, tiny_swav
+
+    torch.manual_seed(0)
+    if method == "moco":
+        return tiny_moco(batchnorm="sync", queue_size=32)
+    if method == "byol":
+        return tiny_byol()
+    return tiny_swav(queue_length=0, freeze_prototypes_steps=0)
+
+
+def views_for(method):
+    g = torch.Generator().manual_seed(1)
+    sizes = [32, 32] + ([16, 16] if method == "swav" else [])
+    return [{"image": torch.randn(BATCH, 3, s, s, generator=g)} for s in sizes]
+
+
+def one_step(rank, world_size, method):
+    model = convert_global_batchnorm(build(method)).train()
+    per_rank = BATCH // world_size
+    views = [{"image": v["image"][rank * per_rank:(rank + 1) * per_rank]} for v in views_for(method)]
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=0.5)
+    loss, _ = model.step(views)
+    loss.backward()
+    for p in params:  # what DDP does: average the gradients over ranks
+        if p.grad is not None and world_size > 1:
+            dist.all_reduce(p.grad)
+            p.grad /= world_size
+    optimizer.step()
+    global_loss = loss.detach().clone()
+    if world_size > 1:
+        dist.all_reduce(global_loss)
+        global_loss /= world_size
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    return float(global_loss), state
+
+
+@pytest.mark.parametrize("method", ["moco", "byol", "swav"])
+def test_two_ranks_with_global_batchnorm_equal_one_process(method):
+    single_loss, single = run_distributed(one_step, 1, method)[0]
+    results = run_distributed(one_step, 2, method)
+    for loss, state in results:
+        assert loss == pytest.approx(single_loss, rel=1e-5, abs=1e-6)
+        for key, value in single.items():
+            if value.is_floating_point():
+                assert torch.allclose(state[key], value, rtol=1e-4, atol=1e-5), key
+            else:
+                assert torch.equal(state[key], value), key
+    if method == "moco":  # the queue: the same keys, in the same order, on every rank
+        assert torch.equal(results[0][1]["queue.keys"], results[1][1]["queue.keys"])
+        assert torch.allclose(results[0][1]["queue.keys"], single["queue.keys"], atol=1e-5)
+
+
+def _sinkhorn_with_local_queues(rank, world_size):
+    g = torch.Generator().manual_seed(5)
+    batch, queue = torch.randn(8, 6, generator=g), torch.randn(12, 6, generator=g)
+    per_b, per_q = 8 // world_size, 12 // world_size
+    local = torch.cat([queue[rank * per_q:(rank + 1) * per_q], batch[rank * per_b:(rank + 1) * per_b]])
+    return sinkhorn(local, 0.5, 3)
+
+
+def test_swav_codes_with_per_rank_queues_equal_the_single_process_codes():
+    """SwAV keeps a queue per rank, as the official code does; Sinkhorn then sees all
+    ranks' queues and batches, exactly as one process would see them concatenated."""
+    two = run_distributed(_sinkhorn_with_local_queues, 2)
+    g = torch.Generator().manual_seed(5)
+    batch, queue = torch.randn(8, 6, generator=g), torch.randn(12, 6, generator=g)
+    single = sinkhorn(torch.cat([queue[:6], batch[:4], queue[6:], batch[4:]]), 0.5, 3)
+    assert torch.allclose(torch.cat(two), single, atol=1e-6)
+
+
+def _batchnorm_step(rank, world_size):
+    torch.manual_seed(0)
+    bn = convert_global_batchnorm(torch.nn.BatchNorm2d(3)).train()
+    x = torch.randn(8, 3, 4, 4, generator=torch.Generator().manual_seed(2), requires_grad=True)
+    part = x[rank * 8 // world_size:(rank + 1) * 8 // world_size]
+    out = bn(part)
+    (out * torch.arange(out.numel()).view_as(out)).sum().backward()
+    return out.detach(), x.grad, bn.running_mean, bn.running_var
+
+
+def test_global_batchnorm_matches_batchnorm_on_the_whole_batch():
+    results = run_distributed(_batchnorm_step, 2)
+    torch.manual_seed(0)
+    bn = torch.nn.BatchNorm2d(3).train()
+    x = torch.randn(8, 3, 4, 4, generator=torch.Generator().manual_seed(2), requires_grad=True)
+    out = bn(x)
+    weights = torch.cat([torch.arange(out[:4].numel()).view_as(out[:4])] * 2)
+    (out * weights).sum().backward()
+    assert torch.allclose(torch.cat([r[0] for r in results]), out.detach(), atol=1e-5)
+    assert torch.allclose(results[0][1] + results[1][1], x.grad, atol=1e-4)  # each rank holds its rows
+    for r in results:
+        assert torch.allclose(r[2], bn.running_mean, atol=1e-6) and torch.allclose(r[3], bn.running_var, atol=1e-5)
