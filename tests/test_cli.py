@@ -74,3 +74,22 @@ def test_probe_configs_parse():
         if name.startswith("linear_probe"):
             cfg = build_parser().parse_args(["-c", os.path.join(REPO, "configs", name), "--source", "x.ckpt"])
             assert cfg.data.class_path.startswith("sslkit.data."), name
+
+
+def test_ddp_on_two_cpu_processes_then_resume_on_one(tmp_path):
+    """Lightning DDP (gloo) with global BatchNorm: checkpoints come from rank 0 alone, and
+    the run resumes on a single process with the same global batch."""
+    demo = os.path.join(REPO, "configs/demo.yaml")
+    small = ["--trainer.limit_train_batches=3", "--trainer.limit_val_batches=1", "--trainer.enable_progress_bar=false",
+             "--data.init_args.num_train=128", "--data.init_args.num_val=32", "--model.init_args.queue_size=128",
+             "--model.init_args.batchnorm=sync", "--trainer.accelerator=cpu"]
+    two = run(["fit", "-c", demo, *small, "--trainer.max_epochs=1", "--trainer.strategy=ddp", "--trainer.devices=2",
+               "--data.init_args.batch_size=16"], tmp_path)
+    assert two.returncode == 0, two.stderr[-3000:]
+    ckpts = sorted(p.name for p in (tmp_path / "runs" / "demo").rglob("*.ckpt"))
+    assert ckpts == ["epoch=0-step=3.ckpt", "last.ckpt"]
+    last = next((tmp_path / "runs" / "demo").rglob("last.ckpt"))
+    one = run(["fit", "-c", demo, *small, "--trainer.max_epochs=2", "--trainer.devices=1",
+               "--data.init_args.batch_size=32", f"--ckpt_path={last}"], tmp_path)
+    assert one.returncode == 0, one.stderr[-3000:]
+    assert "finished 6 steps, 2 epochs" in one.stdout + one.stderr

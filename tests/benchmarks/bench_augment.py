@@ -49,6 +49,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--blur", action="store_true")
+    parser.add_argument("--workers", type=int, default=0, help="also time torchvision in N DataLoader workers")
     args = parser.parse_args()
     device = torch.device(args.device)
     images = torch.randint(0, 256, (args.batch, 3, args.size, args.size), dtype=torch.uint8)
@@ -64,7 +65,29 @@ def main() -> None:
     print(f"|---|---|---|---|")
     print(f"| sslkit Kornia, batched | {device} | {args.size}px | {views / t_kornia:,.0f} |")
     print(f"| torchvision v2, per sample | cpu (1 process) | {args.size}px | {views / t_tv:,.0f} |")
-    print(f"ratio (Kornia / torchvision): {t_tv / t_kornia:.2f}x")
+    if args.workers:
+        loader = torch.utils.data.DataLoader(TwoViews(images, tv), batch_size=args.batch,
+                                             num_workers=args.workers, persistent_workers=True)
+        next(iter(loader))
+        start = time.perf_counter()
+        for _ in range(args.repeats):
+            for _ in loader:
+                pass
+        t_workers = (time.perf_counter() - start) / args.repeats
+        print(f"| torchvision v2, per sample | cpu ({args.workers} DataLoader workers) | {args.size}px | "
+              f"{views / t_workers:,.0f} |")
+    print(f"ratio (Kornia / torchvision in one process): {t_tv / t_kornia:.2f}x")
+
+
+class TwoViews(torch.utils.data.Dataset):
+    def __init__(self, images: torch.Tensor, transform) -> None:
+        self.images, self.transform = images, transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        return self.transform(self.images[i]), self.transform(self.images[i])
 
 
 if __name__ == "__main__":
