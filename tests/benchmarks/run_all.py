@@ -26,6 +26,7 @@ def main() -> None:
         ("(a) sslkit vs lightly", "bench_vs_lightly.py", ["--device", "gpu" if gpu else "cpu"]),
         ("(b) augmentation throughput", "bench_augment.py", ["--device", args.device, "--workers", "2"]),
         ("(c) scaling", "bench_scaling.py", ["--device", args.device]),
+        ("peak memory", "bench_memory.py", ["--device", args.device]),
         ("background stages", "bench_background.py", ["--device", args.device]),
         ("hardness band", "bench_hardness.py", ["--device", args.device, "--repeats", "3"]),
         ("evaluators", "bench_eval.py", ["--device", args.device]),
