@@ -86,7 +86,7 @@ def test_extraction_needs_labels_and_checkpoints_need_a_backbone(tmp_path):
         extract_features(torch.nn.Flatten(), loader, lambda b: b["image"], progress=False)
     path = tmp_path / "other.ckpt"
     torch.save({"state_dict": {"classifier.weight": torch.zeros(2, 2)}, "hyper_parameters": {}}, path)
-    with pytest.raises(CheckpointError, match="has no sslkit backbone"):
+    with pytest.raises(CheckpointError, match="cannot tell the format of .*other.ckpt"):
         load_backbone(path)
     path.write_bytes(b"truncated")
     with pytest.raises(CheckpointError, match="cannot read checkpoint"):

@@ -15,6 +15,10 @@ import torch
 StateDict = dict[str, torch.Tensor]
 
 
+class CheckpointError(ValueError):
+    """A checkpoint that cannot give what was asked of it; the message names the file."""
+
+
 def tensor_dict(obj) -> StateDict | None:
     """``obj`` if it is a non-empty dict of tensors, else ``None``."""
     if isinstance(obj, dict) and obj and all(torch.is_tensor(v) for v in obj.values()):
@@ -160,6 +164,6 @@ def detect_format(checkpoint: dict, source: str) -> Format:
     if not matches:
         state = main_state_dict(checkpoint) or {}
         sample = list(state)[:5] or list(checkpoint)[:5]
-        raise ValueError(f"cannot tell the format of '{source}' from its keys (first: {sample}); known formats:\n{known}")
+        raise CheckpointError(f"cannot tell the format of '{source}' from its keys (first: {sample}); known formats:\n{known}")
     names = ", ".join(f.name for f in matches)
-    raise ValueError(f"'{source}' fits several formats ({names}); pass format= one of them")
+    raise CheckpointError(f"'{source}' fits several formats ({names}); pass format= one of them")

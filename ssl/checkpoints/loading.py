@@ -18,14 +18,10 @@ from torch import nn
 
 from sslkit.nn.backbones import Backbone, build_backbone
 
-from .formats import FORMATS_BY_NAME, StateDict, detect_format
+from .formats import FORMATS_BY_NAME, CheckpointError, StateDict, detect_format
 
 HEAD_PREFIXES = ("fc.", "head.", "heads.", "classifier.", "projection_head.", "prototypes.", "predictor.",
                  "projector.", "head_drop.")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot give what was asked of it; the message names the file."""
 
 
 def read_checkpoint(path: str | Path) -> dict:
