@@ -14,6 +14,8 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from .sampler import ResumableSampler
+
 
 class SSLDataModule(pl.LightningDataModule):
     """Shared loaders; subclasses set ``train_set``, ``bank_set`` and ``val_set`` in ``setup``."""
@@ -37,12 +39,15 @@ class SSLDataModule(pl.LightningDataModule):
         self.train_set: Dataset | None = None
         self.bank_set: Dataset | None = None
         self.val_set: Dataset | None = None
+        self._sampler: ResumableSampler | None = None
+        self._resume: tuple[int, int] | None = None
 
-    def _loader(self, dataset: Dataset, shuffle: bool, drop_last: bool = False) -> DataLoader:
+    def _loader(self, dataset: Dataset, shuffle: bool, drop_last: bool = False, sampler=None) -> DataLoader:
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            shuffle=shuffle if sampler is None else False,
+            sampler=sampler,
             drop_last=drop_last,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
@@ -61,13 +66,38 @@ class SSLDataModule(pl.LightningDataModule):
             raise ValueError(
                 f"the train split has {len(self.train_set)} images, fewer than batch_size={self.batch_size}"
             )
-        return self._loader(self.train_set, shuffle=True, drop_last=True)
+        self._sampler = ResumableSampler(len(self.train_set), seed_from_environment())
+        if self._resume is not None:
+            self._sampler.resume(*self._resume)
+            self._resume = None
+        return self._loader(self.train_set, shuffle=True, drop_last=True, sampler=self._sampler)
+
+    def state_dict(self) -> dict:
+        """Where the training data order stands: the epoch and the samples it consumed."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return {}
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        return {"epoch": trainer.current_epoch, "consumed": done * self.batch_size}
+
+    def load_state_dict(self, state: dict) -> None:
+        if "epoch" in state:
+            self._resume = (int(state["epoch"]), int(state["consumed"]))
+            if getattr(self, "_sampler", None) is not None:
+                self._sampler.resume(*self._resume)
 
     def val_dataloader(self) -> list[DataLoader]:
         return [self._loader(self._bank(), shuffle=False), self._loader(self.val_set, shuffle=False)]
 
     def test_dataloader(self) -> list[DataLoader]:
         return self.val_dataloader()
+
+
+def seed_from_environment() -> int:
+    """The run's seed (``seed_everything`` exports it), or 0."""
+    import os
+
+    return int(os.environ.get("PL_GLOBAL_SEED", 0))
 
 
 def as_uint8_chw(array) -> torch.Tensor:

@@ -90,8 +90,10 @@ class BYOL(SSLHooks, pl.LightningModule):
         loss = byol_loss(online[0], target[1]) + byol_loss(online[1], target[0])
         return loss, {"train/tau": torch.tensor(self.current_tau())}
 
-    def on_train_batch_end(self, outputs, batch: dict, batch_idx: int) -> None:
-        """The target follows the online network after each optimiser step (BYOL eq. 1)."""
+    def optimizer_step(self, *args, **kwargs) -> None:
+        """The target follows the online network right after each optimiser step (BYOL
+        eq. 1), before any checkpoint of that step is written."""
+        super().optimizer_step(*args, **kwargs)
         tau = cosine_momentum(self.tau_base, self.tau_final, self.global_step - 1, self._total_steps)
         momentum_update(self.backbone, self.target_backbone, tau)
         momentum_update(self.projector, self.target_projector, tau)

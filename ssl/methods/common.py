@@ -3,6 +3,7 @@ loss sanity. Functions, not a base class, so each method reads top to bottom."""
 from __future__ import annotations
 
 import math
+import os
 
 import pytorch_lightning as pl
 import torch
@@ -53,10 +54,19 @@ def augment_on_device(module: pl.LightningModule, batch: dict) -> dict:
     speed = getattr(module, "speed", None) or SpeedConfig()
     with torch.no_grad():
         if module.trainer is not None and module.trainer.training:
+            seed_step(module)
             batch["views"] = to_memory_format(module.augment(batch), speed)
         else:
             batch["eval_image"] = to_memory_format([{"image": module.augment.evaluate(batch)}], speed)[0]["image"]
     return batch
+
+
+def seed_step(module: pl.LightningModule) -> None:
+    """The random draws of a training step (augmentation, key shuffles) come from the
+    global generator reseeded with (run seed, step, rank): an interrupted run resumes with
+    the randomness it would have had, whatever ran in between (validation, loader start)."""
+    seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
+    torch.manual_seed((seed * 1_000_003 + module.global_step) * 1_009 + distributed.rank())
 
 
 def check_canvas(module: pl.LightningModule, datamodule) -> None:
