@@ -22,6 +22,7 @@ from pytorch_lightning.cli import LightningCLI
 from pytorch_lightning.utilities import rank_zero_info
 
 import sslkit.data  # noqa: F401  (registers the DataModules for short class names)
+from sslkit.reliability import AtomicCheckpointIO, PreemptionCheckpoint, find_last_checkpoint
 import sslkit.methods  # noqa: F401
 
 
@@ -81,7 +82,8 @@ class SSLKitCLI(LightningCLI):
             subclass_mode_model=True,
             subclass_mode_data=True,
             save_config_kwargs={"overwrite": True},
-            trainer_defaults={"callbacks": [FitSummary()]},
+            trainer_defaults={"callbacks": [FitSummary(), PreemptionCheckpoint()],
+                              "plugins": [AtomicCheckpointIO()]},
             args=args,
             run=run,
             auto_configure_optimizers=False,
@@ -89,6 +91,15 @@ class SSLKitCLI(LightningCLI):
 
 
     def before_fit(self) -> None:
+        if self.config_init["fit"].get("ckpt_path") == "last":
+            last = find_last_checkpoint(self.trainer)
+            if last is None:
+                raise FileNotFoundError(
+                    f"--ckpt_path last: no last.ckpt under {self.trainer.logger.save_dir if self.trainer.logger else ''} "
+                    f"or {self.trainer.default_root_dir}; pass the checkpoint's path"
+                )
+            rank_zero_info(f"sslkit: resuming from {last}")
+            self.config_init["fit"]["ckpt_path"] = str(last)
         check = getattr(self.model, "check_data", None)
         if check is not None:
             check(self.datamodule, self.trainer.world_size)
