@@ -77,3 +77,35 @@ def test_missing_roots_are_clear_errors(tmp_path):
         ImageFolderData(root=str(tmp_path / "nowhere"))
     with pytest.raises(FileNotFoundError, match="data.download=true"):
         CIFAR10(root=str(tmp_path / "nowhere")).setup("fit")
+
+
+def test_image_modes_are_converted_without_losing_the_image(tmp_path):
+    from sslkit.data.folder import to_mode
+
+    ramp = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000)
+    sixteen = to_mode(Image.fromarray(ramp), "RGB")  # 16-bit: rescaled, not clipped to white
+    values = np.asarray(sixteen)[..., 0]
+    assert values.min() == 0 and values.max() == 255 and len(np.unique(values)) > 32
+    rgba = Image.fromarray(np.zeros((4, 4, 4), np.uint8))  # fully transparent black
+    assert (np.asarray(to_mode(rgba, "RGB")) == 128).all()  # composited over grey, not black
+    grey = to_mode(Image.fromarray(np.full((4, 4), 77, np.uint8)), "RGB")
+    assert (np.asarray(grey) == 77).all()
+
+
+def test_unreadable_images_are_skipped_and_counted_when_asked(tmp_path):
+    from helpers import tiny_moco, tiny_trainer
+
+    sizes = [(32, 32)] * 8
+    make_tree(tmp_path / "data" / "train", sizes)
+    make_tree(tmp_path / "data" / "val", sizes[:2])
+    (tmp_path / "data" / "train" / "dog" / "3.jpg").write_bytes(b"\\xff\\xd8 truncated jpeg")
+    strict = ImageFolderData(root=str(tmp_path / "data"), image_size=32, batch_size=8, num_workers=0, pin_memory=False)
+    strict.setup("fit")
+    with pytest.raises(ImageDecodeError, match="dog/3.jpg"):
+        [strict.train_set[i] for i in range(len(strict.train_set))]
+    data = ImageFolderData(root=str(tmp_path / "data"), image_size=32, batch_size=8, num_workers=0,
+                           pin_memory=False, bad_images="skip")
+    trainer = tiny_trainer(tmp_path, max_epochs=1, max_steps=-1, limit_val_batches=0)
+    with pytest.warns(UserWarning, match=r"1 unreadable training images skipped .*dog/3.jpg"):
+        trainer.fit(tiny_moco(queue_size=64, bn_splits=2), data)
+    assert float(trainer.callback_metrics["data/skipped_images"]) == 1

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, Subset, default_collate
 
 from .sampler import ResumableSampler
 
@@ -51,6 +51,7 @@ class SSLDataModule(pl.LightningDataModule):
             drop_last=drop_last,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
+            collate_fn=collate_dropping_skipped,
             persistent_workers=self.num_workers > 0,
         )
 
@@ -91,6 +92,19 @@ class SSLDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> list[DataLoader]:
         return self.val_dataloader()
+
+
+def collate_dropping_skipped(items: list) -> dict:
+    """Default collation of the readable items; unreadable ones (strings naming the file,
+    from ``bad_images: skip``) are left out and listed in ``skipped``."""
+    kept = [item for item in items if not isinstance(item, str)]
+    skipped = [item for item in items if isinstance(item, str)]
+    if not kept:
+        return {"skipped": skipped}
+    batch = default_collate(kept)
+    if skipped:
+        batch["skipped"] = skipped
+    return batch
 
 
 def seed_from_environment() -> int:

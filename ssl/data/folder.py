@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
@@ -16,6 +17,11 @@ class ImageDecodeError(RuntimeError):
     """An image or mask file that cannot be decoded; the message names the file."""
 
 
+class SkippedItem(str):
+    """Stands for an item that could not be read (``bad_images: skip``); the batch
+    collation drops it and counts it. Its text names the file and the error."""
+
+
 def resize_to_canvas(image: Image.Image, size: int, resample: int) -> Image.Image:
     """Resize the shorter side to ``size`` and centre-crop to ``size`` x ``size``."""
     width, height = image.size
@@ -26,16 +32,35 @@ def resize_to_canvas(image: Image.Image, size: int, resample: int) -> Image.Imag
     return image.crop((left, top, left + size, top + size))
 
 
+def to_mode(img: Image.Image, mode: str) -> Image.Image:
+    """``img`` in ``mode`` ('RGB' or 'L') without losing it on the way: 16-bit and float
+    images are rescaled to 8 bits by their maximum instead of clipped (which turns them
+    white), and transparency is composited over mid-grey instead of dropped (which turns
+    transparent pixels black)."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        array = np.asarray(img, dtype=np.float64)
+        top = array.max()
+        array = array / top * 255.0 if top > 0 else array
+        img = Image.fromarray(array.clip(0, 255).round().astype(np.uint8), "L")
+    if img.mode == "P":
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA"):
+        background = Image.new("RGBA", img.size, (128, 128, 128, 255))
+        img = Image.alpha_composite(background, img.convert("RGBA"))
+    return img.convert(mode)
+
+
 def _open(path: str, mode: str) -> Image.Image:
     try:
         with Image.open(path) as img:
             img.load()
-            return img.convert(mode)
+            return to_mode(img, mode)
     except (UnidentifiedImageError, OSError, ValueError) as err:
         raise ImageDecodeError(f"cannot decode image file '{path}': {err}") from err
 
 
 MissingMask = Literal["error", "foreground"]
+BadImages = Literal["error", "skip"]
 
 
 class ImageFolderDataset(Dataset):
@@ -54,6 +79,7 @@ class ImageFolderDataset(Dataset):
         image_size: int,
         mask_root: str | Path | None = None,
         missing_mask: MissingMask = "error",
+        bad_images: BadImages = "error",
     ) -> None:
         root = Path(root)
         if not root.is_dir():
@@ -68,6 +94,9 @@ class ImageFolderDataset(Dataset):
         if missing_mask not in ("error", "foreground"):
             raise ValueError(f"missing_mask must be 'error' or 'foreground', got '{missing_mask}'")
         self.missing_mask = missing_mask
+        if bad_images not in ("error", "skip"):
+            raise ValueError(f"bad_images must be 'error' or 'skip', got '{bad_images}'")
+        self.bad_images = bad_images
 
     def mask_path(self, image_path: str) -> Path:
         relative = Path(image_path).relative_to(self.root)
@@ -92,7 +121,15 @@ class ImageFolderDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor] | SkippedItem:
+        try:
+            return self._load(index)
+        except ImageDecodeError as err:
+            if self.bad_images == "error":
+                raise
+            return SkippedItem(str(err))
+
+    def _load(self, index: int) -> dict[str, torch.Tensor]:
         path, label = self.samples[index]
         image = _open(path, "RGB")
         item = {"label": torch.tensor(label), "index": torch.tensor(index)}
@@ -108,7 +145,9 @@ class ImageFolderData(SSLDataModule):
 
     Images are resized (shorter side) and centre-cropped to an ``image_size`` canvas in
     the workers; random crops then happen on the device. ``mask_root`` mirrors ``root``;
-    ``missing_mask`` as in ``ImageFolderDataset`` (missing masks are counted per epoch).
+    ``missing_mask`` as in ``ImageFolderDataset`` (missing masks are counted per epoch);
+    ``bad_images: skip`` drops unreadable images from their batch and counts them per
+    epoch instead of stopping (``error``, the default, names the file).
     """
 
     def __init__(
@@ -117,6 +156,7 @@ class ImageFolderData(SSLDataModule):
         image_size: int = 256,
         mask_root: str | None = None,
         missing_mask: MissingMask = "error",
+        bad_images: BadImages = "error",
         train_dir: str = "train",
         val_dir: str = "val",
         batch_size: int = 256,
@@ -130,11 +170,12 @@ class ImageFolderData(SSLDataModule):
         self.root = Path(root)
         self.mask_root = Path(mask_root) if mask_root else None
         self.missing_mask = missing_mask
+        self.bad_images = bad_images
         self.train_dir, self.val_dir = train_dir, val_dir
 
     def _split(self, name: str) -> ImageFolderDataset:
         masks = self.mask_root / name if self.mask_root else None
-        return ImageFolderDataset(self.root / name, self.image_size, masks, self.missing_mask)
+        return ImageFolderDataset(self.root / name, self.image_size, masks, self.missing_mask, self.bad_images)
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None:

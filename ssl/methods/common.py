@@ -51,6 +51,8 @@ def steps_per_epoch(trainer: pl.Trainer) -> int:
 
 def augment_on_device(module: pl.LightningModule, batch: dict) -> dict:
     """``on_after_batch_transfer``: training views while fitting, else the evaluation view."""
+    if "image" not in batch:  # every image of this batch was unreadable (bad_images: skip)
+        return batch
     speed = getattr(module, "speed", None) or SpeedConfig()
     with torch.no_grad():
         if module.trainer is not None and module.trainer.training:
@@ -118,14 +120,27 @@ def log_knn(module: pl.LightningModule, name: str = "val/knn_top1") -> None:
 
 
 def count_missing_masks(module: pl.LightningModule, batch: dict) -> None:
-    """Images trained on with a full-foreground stand-in mask (``missing_mask: foreground``)."""
+    """Images trained on with a full-foreground stand-in mask (``missing_mask: foreground``),
+    and images left out of their batch as unreadable (``bad_images: skip``)."""
     missing = batch.get("mask_missing")
     if missing is not None:
         module._missing_masks = getattr(module, "_missing_masks", 0) + int(missing.sum())
+    skipped = batch.get("skipped")
+    if skipped:
+        module._skipped_images = getattr(module, "_skipped_images", []) + list(skipped)
 
 
 def report_missing_masks(module: pl.LightningModule) -> None:
-    """Log the epoch's count over all ranks as ``data/missing_masks`` and warn if not zero."""
+    """Log the epoch's counts over all ranks as ``data/missing_masks`` and
+    ``data/skipped_images``, and warn when they are not zero."""
+    if hasattr(module, "_skipped_images"):
+        skipped = module._skipped_images
+        total = int(distributed.all_reduce_sum(torch.tensor(float(len(skipped)), device=module.device)))
+        module._skipped_images = []
+        module.log("data/skipped_images", float(total))
+        if total:
+            rank_zero_warn(f"epoch {module.current_epoch}: {total} unreadable training images skipped "
+                           f"(data.bad_images: skip); first: {skipped[:3]}")
     if not hasattr(module, "_missing_masks"):
         return
     total = int(distributed.all_reduce_sum(torch.tensor(float(module._missing_masks), device=module.device)))
@@ -152,6 +167,8 @@ class SSLHooks:
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         count_missing_masks(self, batch)
+        if "views" not in batch:
+            return None
         loss, stats = self.step(batch["views"], labels=batch.get("label"))
         check_finite(loss, self)
         self.log_dict({"train/loss": loss, **stats})

@@ -148,12 +148,12 @@ class MoCoV2(SSLHooks, pl.LightningModule):
         return F.normalize(self.key_head(feats), dim=1)
 
     def _splits(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        if images.shape[0] % self.bn_splits:
-            raise ValueError(
-                f"batchnorm='split' needs the per-device batch ({images.shape[0]}) to be divisible "
-                f"by bn_splits={self.bn_splits}"
-            )
-        return images.chunk(self.bn_splits)
+        """``bn_splits`` near-equal sub-batches (a batch that lost unreadable images to
+        ``bad_images: skip`` may not divide evenly)."""
+        if images.shape[0] < 2 * self.bn_splits:
+            raise ValueError(f"batchnorm='split' needs at least {2 * self.bn_splits} images per device "
+                             f"(2 per split), got {images.shape[0]}")
+        return images.tensor_split(self.bn_splits)
 
     @torch.no_grad()
     def _keys(self, images: torch.Tensor) -> torch.Tensor:
@@ -263,6 +263,9 @@ class MoCoV2(SSLHooks, pl.LightningModule):
         batch = getattr(datamodule, "batch_size", None)
         if self.mochi is not None and self.mochi.hardest > self.queue.size:
             raise ValueError(f"model.mochi.hardest={self.mochi.hardest} exceeds queue_size={self.queue.size}")
+        if batch is not None and self.batchnorm == "split" and batch % self.bn_splits:
+            raise ValueError(f"batchnorm='split' needs data.batch_size ({batch}) divisible by "
+                             f"model.bn_splits={self.bn_splits}")
         if batch is not None:
             per_step = batch * world_size * (2 if self.symmetric else 1)
             if self.queue.size < per_step:
