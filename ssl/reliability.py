@@ -88,3 +88,79 @@ def find_last_checkpoint(trainer: pl.Trainer) -> Path | None:
     roots.append(Path(trainer.default_root_dir))
     found = [p for root in roots if root.exists() for p in root.rglob("last.ckpt")]
     return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
+class NumericalGuard(pl.Callback):
+    """Watches for numerical faults and representation collapse.
+
+    A non-finite loss stops the run with the step named (``on_fault: stop``; checkpoints
+    already written stay intact), or (``rollback``) skips the step and restores the model
+    and optimiser from an in-memory snapshot taken every ``snapshot_every`` good steps, at
+    most ``max_rollbacks`` times. Collapse: ``train/embedding_spread`` (per-dimension std
+    of the normalised embeddings x sqrt(dim); about 1 when spread, 0 when collapsed) below
+    ``collapse_threshold`` for ``collapse_patience`` steps warns, or stops under ``stop``.
+    """
+
+    def __init__(self, on_fault: str = "stop", snapshot_every: int = 50, max_rollbacks: int = 3,
+                 collapse_threshold: float = 0.05, collapse_patience: int = 20) -> None:
+        if on_fault not in ("stop", "rollback"):
+            raise ValueError(f"on_fault must be 'stop' or 'rollback', got '{on_fault}'")
+        self.on_fault, self.snapshot_every, self.max_rollbacks = on_fault, snapshot_every, max_rollbacks
+        self.collapse_threshold, self.collapse_patience = collapse_threshold, collapse_patience
+        self.rollbacks, self._low = 0, 0
+        self._snapshot: tuple[dict, list[dict]] | None = None
+
+    def setup(self, trainer, module, stage: str) -> None:
+        module._fault_policy = self.on_fault
+
+    def _take_snapshot(self, trainer, module) -> None:
+        model = {k: v.detach().clone().cpu() for k, v in module.state_dict().items()}
+        optimizers = [copy_state(o.state_dict()) for o in trainer.optimizers]
+        self._snapshot = (model, optimizers)
+
+    def on_train_start(self, trainer, module) -> None:
+        self._take_snapshot(trainer, module)
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        fault = getattr(module, "_fault", None)
+        if fault is not None:
+            module._fault = None
+            self._rollback(trainer, module, fault)
+            return
+        spread = trainer.callback_metrics.get("train/embedding_spread")
+        if spread is not None and float(spread) < self.collapse_threshold:
+            self._low += 1
+            if self._low == self.collapse_patience:
+                message = (f"representation collapse: train/embedding_spread {float(spread):.4f} < "
+                           f"{self.collapse_threshold} for {self.collapse_patience} steps (step {trainer.global_step})")
+                if self.on_fault == "stop":
+                    raise FloatingPointError(message + "; checkpoints written before are intact")
+                from pytorch_lightning.utilities import rank_zero_warn
+
+                rank_zero_warn(message)
+        else:
+            self._low = 0
+        if self.snapshot_every and trainer.global_step % self.snapshot_every == 0:
+            self._take_snapshot(trainer, module)
+
+    def _rollback(self, trainer, module, fault: str) -> None:
+        self.rollbacks += 1
+        if self.rollbacks > self.max_rollbacks or self._snapshot is None:
+            raise FloatingPointError(f"{fault}: gave up after {self.max_rollbacks} rollbacks")
+        model, optimizers = self._snapshot
+        module.load_state_dict(model)
+        for optimizer, state in zip(trainer.optimizers, optimizers):
+            optimizer.load_state_dict(copy_state(state))
+        rank_zero_info(f"sslkit: {fault}; rolled back to the snapshot (rollback {self.rollbacks} of "
+                       f"{self.max_rollbacks})")
+
+
+def copy_state(state):
+    """A deep copy of an optimiser state_dict (tensors cloned)."""
+    if torch.is_tensor(state):
+        return state.detach().clone()
+    if isinstance(state, dict):
+        return {k: copy_state(v) for k, v in state.items()}
+    if isinstance(state, list):
+        return [copy_state(v) for v in state]
+    return state

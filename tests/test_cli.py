@@ -38,6 +38,12 @@ def test_config_typo_names_the_key(tmp_path):
     assert "temprature" in out.stderr
 
 
+def test_wrong_type_names_the_key(tmp_path):
+    out = run(["fit", "-c", os.path.join(REPO, "configs/demo.yaml"), "--model.init_args.queue_size=many"], tmp_path)
+    assert out.returncode != 0
+    assert "queue_size" in out.stderr and "many" in out.stderr
+
+
 def test_unknown_method_class_path(tmp_path):
     out = run(["fit", "-c", os.path.join(REPO, "configs/demo.yaml"), "--model.class_path=sslkit.methods.MoCoV9"], tmp_path)
     assert out.returncode != 0

@@ -54,3 +54,77 @@ def test_sigterm_during_fit_writes_a_checkpoint_and_last_resumes(tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming from runs/demo/version_0/checkpoints/last.ckpt" in resumed.stdout + resumed.stderr
     assert "Restored all states" in resumed.stdout + resumed.stderr
+
+
+def poisoned(model, at_steps):
+    """``model`` whose loss is NaN at the given global steps (a fault injected from outside)."""
+    step = model.step
+
+    def faulty(views, labels=None):
+        loss, stats = step(views, labels)
+        if model.global_step in at_steps:
+            loss = loss * float("nan")
+        return loss, stats
+
+    model.step = faulty
+    return model
+
+
+def test_nan_loss_stops_with_the_step_named_and_keeps_earlier_checkpoints(tmp_path):
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from helpers import tiny_data, tiny_moco, tiny_trainer
+    from sslkit.reliability import NumericalGuard
+
+    model = poisoned(tiny_moco(), {3})
+    trainer = tiny_trainer(tmp_path, max_steps=6, enable_checkpointing=True,
+                           callbacks=[NumericalGuard(), ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=1,
+                                                                        save_top_k=-1)])
+    with pytest.raises(FloatingPointError, match="non-finite loss .* at global step 3"):
+        trainer.fit(model, tiny_data())
+    saved = sorted(p.name for p in tmp_path.glob("*.ckpt"))
+    assert saved == ["epoch=0-step=1.ckpt", "epoch=0-step=2.ckpt", "epoch=0-step=3.ckpt"]
+    state = torch.load(tmp_path / "epoch=0-step=3.ckpt", weights_only=True)["state_dict"]
+    assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+
+
+def test_rollback_restores_the_last_good_state_and_goes_on(tmp_path):
+    from helpers import tiny_data, tiny_moco, tiny_trainer
+    from sslkit.reliability import NumericalGuard
+
+    guard = NumericalGuard(on_fault="rollback", snapshot_every=2)
+    model = poisoned(tiny_moco(), {3})
+    trainer = tiny_trainer(tmp_path, max_steps=5, callbacks=[guard])
+    trainer.fit(model, tiny_data())
+    assert guard.rollbacks == 1 and trainer.global_step == 5
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert torch.isfinite(model.queue.keys).all()  # the poisoned step's keys were rolled back too
+    with pytest.raises(FloatingPointError, match="gave up after 1 rollbacks"):
+        tiny_trainer(tmp_path, max_steps=6, callbacks=[NumericalGuard("rollback", max_rollbacks=1)]).fit(
+            poisoned(tiny_moco(), {2, 3, 4}), tiny_data())
+
+
+def test_collapse_is_detected(tmp_path):
+    from helpers import tiny_data, tiny_moco, tiny_trainer
+    from sslkit.reliability import NumericalGuard
+
+    model = tiny_moco()
+    step = model.step
+    model.step = lambda views, labels=None: (lambda out: (out[0], {**out[1], "train/embedding_spread": torch.tensor(0.001)}))(step(views, labels))
+    with pytest.raises(FloatingPointError, match="representation collapse"):
+        tiny_trainer(tmp_path, max_steps=6, callbacks=[NumericalGuard(collapse_patience=3)]).fit(model, tiny_data())
+
+
+def test_deterministic_mode_makes_two_runs_bit_identical(tmp_path):
+    import pytorch_lightning as pl
+
+    from helpers import tiny_data, tiny_moco, tiny_trainer
+
+    states = []
+    for run in range(2):
+        pl.seed_everything(3)
+        model = tiny_moco()
+        tiny_trainer(tmp_path / str(run), max_steps=4, deterministic=True).fit(model, tiny_data())
+        states.append(model.state_dict())
+    for key in states[0]:
+        assert torch.equal(states[0][key], states[1][key]), key

@@ -17,7 +17,7 @@ from sslkit.nn.backbones import build_backbone
 from sslkit.nn.heads import mlp_head
 from sslkit.nn.losses import byol_loss
 
-from .common import SSLHooks, check_canvas, configure_optimization, reject_swap_negative
+from .common import SSLHooks, check_canvas, configure_optimization, embedding_spread, reject_swap_negative
 from .momentum import cosine_momentum, momentum_copy, momentum_update
 from .optim import OptimConfig
 from .speed import SpeedConfig
@@ -88,7 +88,7 @@ class BYOL(SSLHooks, pl.LightningModule):
         with torch.no_grad():
             target = [self.target_projector(self.target_backbone(x)) for x in (x1, x2)]
         loss = byol_loss(online[0], target[1]) + byol_loss(online[1], target[0])
-        return loss, {"train/tau": torch.tensor(self.current_tau())}
+        return loss, {"train/tau": torch.tensor(self.current_tau()), "train/embedding_spread": embedding_spread(online[0])}
 
     def optimizer_step(self, *args, **kwargs) -> None:
         """The target follows the online network right after each optimiser step (BYOL

@@ -7,6 +7,7 @@ import os
 
 import pytorch_lightning as pl
 import torch
+import torch.nn.functional as F
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import nn
 
@@ -87,12 +88,27 @@ def reject_swap_negative(augment: nn.Module, method: str) -> None:
         )
 
 
-def check_finite(loss: torch.Tensor, module: pl.LightningModule) -> None:
-    if not torch.isfinite(loss):
-        raise FloatingPointError(
-            f"non-finite loss ({loss.item()}) at global step {module.global_step}, epoch "
-            f"{module.current_epoch}: lower the learning rate, or check the data and precision"
-        )
+def embedding_spread(embeddings: torch.Tensor) -> torch.Tensor:
+    """Per-dimension std of L2-normalised embeddings over the batch, times sqrt(dim):
+    about 1 for embeddings spread over the sphere, near 0 when they collapse to a point."""
+    z = F.normalize(embeddings.detach().float(), dim=1)
+    return z.std(0).mean() * z.shape[1] ** 0.5
+
+
+def check_finite(loss: torch.Tensor, module: pl.LightningModule) -> bool:
+    """True if ``loss`` is finite. Otherwise raise, naming the step, unless a
+    ``NumericalGuard`` with ``on_fault: rollback`` watches the run (then False: the step
+    is skipped and the guard restores the last good state)."""
+    if torch.isfinite(loss):
+        return True
+    if getattr(module, "_fault_policy", "stop") == "rollback":
+        module._fault = f"non-finite loss ({loss.item()}) at global step {module.global_step}"
+        return False
+    raise FloatingPointError(
+        f"non-finite loss ({loss.item()}) at global step {module.global_step}, epoch "
+        f"{module.current_epoch}: lower the learning rate, or check the data and precision; "
+        f"checkpoints written before this step are intact"
+    )
 
 
 def knn_validation_step(module: pl.LightningModule, batch: dict, dataloader_idx: int) -> None:
@@ -170,7 +186,8 @@ class SSLHooks:
         if "views" not in batch:
             return None
         loss, stats = self.step(batch["views"], labels=batch.get("label"))
-        check_finite(loss, self)
+        if not check_finite(loss, self):
+            return None
         self.log_dict({"train/loss": loss, **stats})
         self.log("loss", loss, prog_bar=True, logger=False)
         return loss

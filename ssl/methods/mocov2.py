@@ -25,7 +25,7 @@ from sslkit.nn.syncbn import convert_global_batchnorm
 
 from .hardness_plot import SimilarityHistogram
 
-from .common import SSLHooks, check_canvas, configure_optimization
+from .common import SSLHooks, check_canvas, configure_optimization, embedding_spread
 from .momentum import cosine_momentum, momentum_copy, momentum_update
 from .optim import OptimConfig
 from .speed import SpeedConfig
@@ -209,6 +209,7 @@ class MoCoV2(SSLHooks, pl.LightningModule):
         with torch.no_grad():
             stats = {
                 "train/instance_acc": (logits.argmax(1) == 0).float().mean(),
+                "train/embedding_spread": embedding_spread(q1),
                 "train/positive_sim": queue_logits[:, 0].mean() * self.temperature,
                 "train/negative_sim": queue_logits[:, 1:].mean() * self.temperature,
                 "train/momentum": torch.tensor(m),

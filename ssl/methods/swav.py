@@ -20,7 +20,7 @@ from sslkit.nn.backbones import build_backbone
 from sslkit.nn.heads import mlp_head
 from sslkit.nn.losses import sinkhorn, swav_loss
 
-from .common import SSLHooks, check_canvas, configure_optimization, reject_swap_negative
+from .common import SSLHooks, check_canvas, configure_optimization, embedding_spread, reject_swap_negative
 from .optim import OptimConfig
 from .speed import SpeedConfig
 
@@ -145,6 +145,7 @@ class SwAV(SSLHooks, pl.LightningModule):
             usage_entropy = -(usage * usage.clamp_min(1e-12).log()).sum()
         stats = {
             "train/code_entropy": entropy,
+            "train/embedding_spread": embedding_spread(embeddings[0]),
             "train/prototype_usage_entropy": usage_entropy,
             "train/log_num_prototypes": torch.tensor(math.log(self.prototypes.out_features)),
         }
