@@ -3,7 +3,6 @@ gloo), for MoCo v2, BYOL and SwAV with BatchNorm over the global batch."""
 import pytest
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 
 from ddp import run_distributed
 from sslkit.nn.losses import sinkhorn

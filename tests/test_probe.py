@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from sslkit.checkpoints import CheckpointError, file_digest, load_backbone
 from sslkit.eval.cache import cached_features

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Literal
 
 import pytorch_lightning as pl
-import torch
 from jsonargparse import ActionConfigFile, ArgumentParser
 from torch.utils.data import DataLoader
 

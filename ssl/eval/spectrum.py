@@ -9,7 +9,6 @@ eigenvalues.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 
 import torch

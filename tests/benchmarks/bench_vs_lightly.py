@@ -21,7 +21,6 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from sslkit.augmentations import BYOLViews, MoCoV2Views, MultiCropViews
