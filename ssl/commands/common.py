@@ -55,3 +55,22 @@ def load_weights(model: pl.LightningModule, ckpt_path: str) -> None:
             f"checkpoint '{ckpt_path}' does not fit the config's model: missing {result.missing_keys[:5]}, "
             f"unexpected {result.unexpected_keys[:5]}"
         )
+
+
+def add_source_arguments(parser) -> None:
+    """``-c``, ``--source`` (any checkpoint ``load_backbone`` reads, or a hub name),
+    ``--arch``, ``--source_format``, ``--data`` and the evaluation view (``--crop_size``,
+    ``--mean``, ``--std``): what ``sslkit probe`` and ``sslkit spectrum`` share (jsonargparse)."""
+    from jsonargparse import ActionConfigFile
+
+    from sslkit.augmentations.stages import IMAGENET_MEAN, IMAGENET_STD
+
+    parser.add_argument("-c", "--config", action=ActionConfigFile)
+    parser.add_argument("--source", type=str, required=True,
+                        help="checkpoint in any format load_backbone reads, or a timm model name (hub weights)")
+    parser.add_argument("--arch", type=str | None, default=None, help="architecture, where --source does not record it")
+    parser.add_argument("--source_format", type=str, default="auto", help="layout of --source (default: detected)")
+    parser.add_subclass_arguments(pl.LightningDataModule, "data", required=True)
+    parser.add_argument("--crop_size", type=int, default=224)
+    parser.add_argument("--mean", type=tuple[float, float, float], default=IMAGENET_MEAN)
+    parser.add_argument("--std", type=tuple[float, float, float], default=IMAGENET_STD)

@@ -17,11 +17,10 @@ from pathlib import Path
 from typing import Literal
 
 import pytorch_lightning as pl
-from jsonargparse import ActionConfigFile, ArgumentParser
+from jsonargparse import ArgumentParser
 from torch.utils.data import DataLoader
 
 from sslkit.augmentations.recipes import eval_view
-from sslkit.augmentations.stages import IMAGENET_MEAN, IMAGENET_STD
 from sslkit.checkpoints import file_digest, load_backbone
 from sslkit.eval.backgrounds import VARIANTS, BackgroundsChallenge
 from sslkit.eval.cache import cached_features, describe
@@ -30,21 +29,13 @@ from sslkit.eval.knn import knn_predict
 from sslkit.eval.linear import fit_logistic_regression, linear_probe, topk_accuracy
 from sslkit.eval.linear_probe import LinearProbe
 
-from .common import resolve_device
+from .common import add_source_arguments, resolve_device
 
 
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="sslkit probe", description=__doc__)
-    parser.add_argument("-c", "--config", action=ActionConfigFile)
-    parser.add_argument("--source", type=str, required=True,
-                        help="checkpoint in any format load_backbone reads, or a timm model name (hub weights)")
-    parser.add_argument("--arch", type=str | None, default=None, help="architecture, where --source does not record it")
-    parser.add_argument("--source_format", type=str, default="auto", help="layout of --source (default: detected)")
-    parser.add_subclass_arguments(pl.LightningDataModule, "data", required=True)
+    add_source_arguments(parser)
     parser.add_argument("--protocol", type=Literal["fast", "standard"], default="fast")
-    parser.add_argument("--crop_size", type=int, default=224)
-    parser.add_argument("--mean", type=tuple[float, float, float], default=IMAGENET_MEAN)
-    parser.add_argument("--std", type=tuple[float, float, float], default=IMAGENET_STD)
     parser.add_argument("--l2_grid", type=list[float], default=[1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1])
     parser.add_argument("--val_fraction", type=float, default=0.2)
     parser.add_argument("--max_iter", type=int, default=500)

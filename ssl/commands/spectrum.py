@@ -12,34 +12,24 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytorch_lightning as pl
 import torch
-from jsonargparse import ActionConfigFile, ArgumentParser
+from jsonargparse import ArgumentParser
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from sslkit.augmentations.recipes import eval_view
-from sslkit.augmentations.stages import IMAGENET_MEAN, IMAGENET_STD
 from sslkit.checkpoints import load_backbone, load_projector
 from sslkit.eval.features import extract_features
 from sslkit.eval.spectrum import eigenspectrum, plot_spectrum
 
-from .common import resolve_device
+from .common import add_source_arguments, resolve_device
 
 
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="sslkit spectrum", description=__doc__)
-    parser.add_argument("-c", "--config", action=ActionConfigFile)
-    parser.add_argument("--source", type=str, required=True,
-                        help="checkpoint in any format load_backbone reads, or a timm model name (hub weights)")
-    parser.add_argument("--arch", type=str | None, default=None, help="architecture, where --source does not record it")
-    parser.add_argument("--source_format", type=str, default="auto", help="layout of --source (default: detected)")
-    parser.add_subclass_arguments(pl.LightningDataModule, "data", required=True)
+    add_source_arguments(parser)
     parser.add_argument("--split", type=str, default="val", help="val or train")
     parser.add_argument("--num_samples", type=int | None, default=None, help="first N images of the split")
-    parser.add_argument("--crop_size", type=int, default=224)
-    parser.add_argument("--mean", type=tuple[float, float, float], default=IMAGENET_MEAN)
-    parser.add_argument("--std", type=tuple[float, float, float], default=IMAGENET_STD)
     parser.add_argument("--fit_range", type=tuple[int, int] | None, default=None)
     parser.add_argument("--weighting", type=str, default="1/n", help="1/n or uniform")
     parser.add_argument("--out", type=str | None, default=None, help="folder (default: beside the checkpoint)")

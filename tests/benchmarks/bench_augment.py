@@ -10,6 +10,8 @@ import time
 import torch
 from torchvision.transforms import v2
 
+from timing import timed
+
 from sslkit.augmentations import MoCoV2Views
 
 
@@ -30,16 +32,6 @@ def torchvision_recipe(size: int, blur: bool) -> v2.Compose:
     return v2.Compose(steps)
 
 
-def timed(fn, repeats: int, device: torch.device) -> float:
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return (time.perf_counter() - start) / repeats
 
 
 def main() -> None:
@@ -61,8 +53,8 @@ def main() -> None:
     t_tv = timed(lambda: [tv(img) for img in images for _ in range(2)], args.repeats, torch.device("cpu"))
 
     views = 2 * args.batch
-    print(f"| recipe | device | image | views/s |")
-    print(f"|---|---|---|---|")
+    print("| recipe | device | image | views/s |")
+    print("|---|---|---|---|")
     print(f"| sslkit Kornia, batched | {device} | {args.size}px | {views / t_kornia:,.0f} |")
     print(f"| torchvision v2, per sample | cpu (1 process) | {args.size}px | {views / t_tv:,.0f} |")
     if args.workers:

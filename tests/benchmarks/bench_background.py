@@ -6,23 +6,14 @@ without BG_RM, BG_Random and BG_Swaps (p = 1, the worst case, and p = 0.2, the p
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
+
+from timing import timed
 
 from sslkit.augmentations import BackgroundRandom, BackgroundRemove, BackgroundSwap, MoCoV2Views
 
 
-def timed(fn, repeats: int, device: torch.device) -> float:
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return (time.perf_counter() - start) / repeats
 
 
 def main() -> None:
