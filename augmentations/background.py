@@ -39,6 +39,11 @@ def _check_p(p: float, stage: str) -> None:
         raise ValueError(f"{stage}: p must be in [0, 1], got {p}")
 
 
+def _check_donor_hole(donor_hole: str, stage: str) -> None:
+    if donor_hole not in ("leak", "mean"):
+        raise ValueError(f"{stage}: donor_hole must be leak or mean; got '{donor_hole}'")
+
+
 def _check_range(foreground_range: tuple[float, float], stage: str) -> tuple[float, float]:
     lo, hi = foreground_range
     if not 0.0 <= lo < hi <= 1.0:
@@ -153,9 +158,8 @@ class BackgroundRandom(Stage):
         foreground_range: tuple[float, float] = (0.05, 0.95),
     ) -> None:
         super().__init__()
-        if donor_hole not in ("leak", "mean"):
-            raise ValueError(f"BackgroundRandom: donor_hole must be leak or mean; got '{donor_hole}'")
         _check_p(p, "BackgroundRandom")
+        _check_donor_hole(donor_hole, "BackgroundRandom")
         self.p, self.donor_hole = p, donor_hole
         self.foreground_range = _check_range(foreground_range, "BackgroundRandom")
         self.last_params: dict[str, torch.Tensor] = {}
@@ -206,9 +210,8 @@ class BackgroundSwap(nn.Module):
         foreground_range: tuple[float, float] = (0.05, 0.95),
     ) -> None:
         super().__init__()
-        if donor_hole not in ("leak", "mean"):
-            raise ValueError(f"BackgroundSwap: donor_hole must be leak or mean; got '{donor_hole}'")
         _check_p(p, "BackgroundSwap")
+        _check_donor_hole(donor_hole, "BackgroundSwap")
         self.p, self.hard_negative, self.donor_hole = p, hard_negative, donor_hole
         self.foreground_range = _check_range(foreground_range, "BackgroundSwap")
         self.last_params: dict[str, torch.Tensor] = {}

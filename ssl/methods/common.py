@@ -3,7 +3,6 @@ loss sanity. Functions, not a base class, so each method reads top to bottom."""
 from __future__ import annotations
 
 import math
-import os
 
 import pytorch_lightning as pl
 import torch
@@ -11,6 +10,7 @@ import torch.nn.functional as F
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import nn
 
+from sslkit.data.base import seed_from_environment
 from sslkit.nn import distributed
 
 from .optim import OptimConfig, build_optimizer, warmup_cosine
@@ -68,7 +68,7 @@ def seed_step(module: pl.LightningModule) -> None:
     """The random draws of a training step (augmentation, key shuffles) come from the
     global generator reseeded with (run seed, step, rank): an interrupted run resumes with
     the randomness it would have had, whatever ran in between (validation, loader start)."""
-    seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
+    seed = seed_from_environment()
     torch.manual_seed((seed * 1_000_003 + module.global_step) * 1_009 + distributed.rank())
 
 
@@ -135,7 +135,7 @@ def log_knn(module: pl.LightningModule, name: str = "val/knn_top1") -> None:
         knn.reset()
 
 
-def count_missing_masks(module: pl.LightningModule, batch: dict) -> None:
+def count_data_issues(module: pl.LightningModule, batch: dict) -> None:
     """Images trained on with a full-foreground stand-in mask (``missing_mask: foreground``),
     and images left out of their batch as unreadable (``bad_images: skip``)."""
     missing = batch.get("mask_missing")
@@ -146,7 +146,7 @@ def count_missing_masks(module: pl.LightningModule, batch: dict) -> None:
         module._skipped_images = getattr(module, "_skipped_images", []) + list(skipped)
 
 
-def report_missing_masks(module: pl.LightningModule) -> None:
+def report_data_issues(module: pl.LightningModule) -> None:
     """Log the epoch's counts over all ranks as ``data/missing_masks`` and
     ``data/skipped_images``, and warn when they are not zero."""
     if hasattr(module, "_skipped_images"):
@@ -182,7 +182,7 @@ class SSLHooks:
         return augment_on_device(self, batch)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        count_missing_masks(self, batch)
+        count_data_issues(self, batch)
         if "views" not in batch:
             return None
         loss, stats = self.step(batch["views"], labels=batch.get("label"))
@@ -193,7 +193,7 @@ class SSLHooks:
         return loss
 
     def on_train_epoch_end(self) -> None:
-        report_missing_masks(self)
+        report_data_issues(self)
 
     def setup(self, stage: str) -> None:
         if self.trainer is not None and self.trainer.datamodule is not None:

@@ -18,21 +18,16 @@ def measure(method: str, device: str, queue: int, steps: int = 5) -> dict:
     import torch
 
     sys.path.insert(0, __file__.rsplit("/", 1)[0])
+    from bench_scaling import training_step
     from bench_vs_lightly import sslkit_model
 
-    model = sslkit_model(method, 256, queue).to(device)
     batch = {"image": torch.randint(0, 256, (256, 3, 32, 32), dtype=torch.uint8, device=device)}
-    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01)
+    step = training_step(sslkit_model(method, 256, queue), batch, torch.device(device))
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     for _ in range(steps):
-        with torch.no_grad():
-            views = model.augment(batch)
-        loss, _ = model.step(views)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        step()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     out = {"method": method, "queue": queue, "peak_rss_mb": peak, "growth_mb": peak - before}
     if device == "cuda":

@@ -7,15 +7,17 @@ backward, SGD update (test_resnet, 32 px).
 from __future__ import annotations
 
 import argparse
-import time
-
 import torch
+
+from timing import timed
 
 from sslkit.augmentations import MoCoV2Views, MultiCropViews
 from sslkit.methods import MoCoV2, SwAV
 
 
-def step_seconds(model, batch: dict, repeats: int, device: torch.device) -> float:
+def training_step(model, batch: dict, device: torch.device):
+    """One plain training step of ``model`` on ``batch``: on-device augmentation, forward,
+    backward, SGD update."""
     model.to(device).train()
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01)
 
@@ -27,15 +29,11 @@ def step_seconds(model, batch: dict, repeats: int, device: torch.device) -> floa
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    one()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(repeats):
-        one()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return (time.perf_counter() - start) / repeats
+    return one
+
+
+def step_seconds(model, batch: dict, repeats: int, device: torch.device) -> float:
+    return timed(training_step(model, batch, device), repeats, device)
 
 
 def images(batch: int, device: torch.device) -> dict:
