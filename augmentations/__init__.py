@@ -1,20 +1,9 @@
 """On-device, batched augmentation stages and the published recipes built from them."""
 from .background import BackgroundRandom, BackgroundRemove, BackgroundSwap
-from .recipes import BYOLViews, MoCoV2Views, MultiCropViews
-from .stages import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    CenterCrop,
-    ColorJitter,
-    Normalize,
-    RandomGaussianBlur,
-    RandomGrayscale,
-    RandomHorizontalFlip,
-    RandomResizedCrop,
-    RandomSolarize,
-    Stage,
-    View,
-)
+from .color import ColorJitter, RandomGrayscale
+from .geometry import CenterCrop, RandomHorizontalFlip, RandomResizedCrop, Resize
+from .recipes import BYOLViews, MoCoV2Views, MultiCropViews, eval_view, view_stages
+from .stages import IMAGENET_MEAN, IMAGENET_STD, Normalize, RandomGaussianBlur, RandomSolarize, Stage, View
 from .views import MultiView, RepeatedView
 
 __all__ = [
@@ -22,12 +11,12 @@ __all__ = [
     "BackgroundRemove",
     "BackgroundSwap",
     "BYOLViews",
-    "MultiCropViews",
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
     "CenterCrop",
     "ColorJitter",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
     "MoCoV2Views",
+    "MultiCropViews",
     "MultiView",
     "Normalize",
     "RandomGaussianBlur",
@@ -36,6 +25,9 @@ __all__ = [
     "RandomResizedCrop",
     "RandomSolarize",
     "RepeatedView",
+    "Resize",
     "Stage",
     "View",
+    "eval_view",
+    "view_stages",
 ]

@@ -20,6 +20,7 @@ import kornia.filters
 import torch
 from torch import nn
 
+from . import images
 from .stages import IMAGENET_MEAN, Stage, ViewDict, check_mask
 
 Fill = Literal["grey", "random_grey", "image_mean", "dataset_mean", "black", "blur"]
@@ -57,19 +58,29 @@ def usable_masks(mask: torch.Tensor, foreground_range: tuple[float, float]) -> t
     return (fraction >= foreground_range[0]) & (fraction <= foreground_range[1])
 
 
-def _chosen(mask: torch.Tensor, p: float, foreground_range: tuple[float, float]) -> torch.Tensor:
+def _chosen(view: ViewDict, mask: torch.Tensor, p: float, foreground_range: tuple[float, float]) -> torch.Tensor:
+    """Samples drawn with probability ``p`` whose mask is usable, except rows the recipe
+    locked (the BG_Swaps hard negative, which must keep the query's background)."""
     batch = mask.shape[0]
-    draw = torch.rand(batch, device=mask.device) < p
-    return (draw & usable_masks(mask, foreground_range)).view(batch, 1, 1, 1)
+    chosen = (torch.rand(batch, device=mask.device) < p) & usable_masks(mask, foreground_range)
+    locked = view.get("background_locked")
+    if locked is not None:
+        chosen &= ~locked
+    return chosen.view(batch, 1, 1, 1)
 
 
-def partner_permutation(batch: int, device: torch.device) -> torch.Tensor:
+def partner_permutation(batch: int, device: torch.device, blocks: int = 1) -> torch.Tensor:
     """A random partner for every sample, never the sample itself: ``(i + s_i) mod B`` with
-    each shift ``s_i`` drawn from ``1..B-1``."""
-    if batch < 2:
-        raise ValueError("background partners need a batch of at least 2 images")
-    shift = torch.randint(1, batch, (batch,), device=device)
-    return (torch.arange(batch, device=device) + shift) % batch
+    each shift ``s_i`` drawn from ``1..B-1``. With ``blocks`` > 1 the batch is that many
+    copies of one set of images (the views of a ``RepeatedView``), and partners are drawn
+    within each block, so no image is paired with another view of itself."""
+    size = batch // blocks
+    if size < 2 or size * blocks != batch:
+        raise ValueError(f"background partners need at least 2 images per block, got a batch of {batch} "
+                         f"in {blocks} blocks")
+    shift = torch.randint(1, size, (batch,), device=device)
+    index = torch.arange(batch, device=device)
+    return index - index % size + (index % size + shift) % size
 
 
 def background_only(image: torch.Tensor, mask: torch.Tensor, hole: DonorHole) -> torch.Tensor:
@@ -135,7 +146,7 @@ class BackgroundRemove(Stage):
     def apply(self, view: ViewDict) -> ViewDict:
         image = view["image"]
         mask = _require_mask(view, "BackgroundRemove")
-        chosen = _chosen(mask, self.p, self.foreground_range)
+        chosen = _chosen(view, mask, self.p, self.foreground_range)
         fill = self._fill(image)
         view["image"] = torch.where(chosen & ~mask, fill.expand_as(image), image)
         self.last_params = {"chosen": chosen.view(-1), "fill": fill}
@@ -167,8 +178,8 @@ class BackgroundRandom(Stage):
     def apply(self, view: ViewDict) -> ViewDict:
         image = view["image"]
         mask = _require_mask(view, "BackgroundRandom")
-        chosen = _chosen(mask, self.p, self.foreground_range)
-        partner = partner_permutation(image.shape[0], image.device)
+        chosen = _chosen(view, mask, self.p, self.foreground_range)
+        partner = partner_permutation(image.shape[0], image.device, view.get("blocks", 1))
         donor = background_only(image[partner], mask[partner], self.donor_hole)
         view["image"] = torch.where(chosen & ~mask, donor, image)
         self.last_params = {"chosen": chosen.view(-1), "partner": partner}
@@ -217,7 +228,7 @@ class BackgroundSwap(nn.Module):
         self.last_params: dict[str, torch.Tensor] = {}
 
     def forward(self, batch: ViewDict) -> SwapInputs:
-        image = batch["image"]
+        image = images.to_float(batch["image"])
         mask = _require_mask(batch, "BackgroundSwap")
         size = image.shape[0]
         usable = usable_masks(mask, self.foreground_range)
@@ -235,6 +246,7 @@ class BackgroundSwap(nn.Module):
             negative = {
                 "image": composite(image[foreground_donor], mask[foreground_donor], own_background),
                 "mask": mask[foreground_donor],
+                "background_locked": torch.ones(size, dtype=torch.bool, device=image.device),
             }
             self.last_params.update(negative_valid=valid, foreground_donor=foreground_donor)
         return SwapInputs({"image": image, "mask": mask}, positive, negative, valid)

@@ -1,4 +1,11 @@
-"""Published augmentation recipes as lists of stages, with every part overridable in YAML."""
+"""Published augmentation recipes as lists of stages, with every part overridable in YAML.
+
+Every recipe is built by ``view_stages`` in one order: background stages (on the whole
+image), crop, flip, colour jitter, grayscale, blur, solarisation, normalisation. The papers
+flip at different points (MoCo's ``main_moco.py`` last, SwAV and solo-learn right after
+the crop); flipping commutes with every pixel-wise stage and with a symmetric blur, so the
+distribution of views is the same.
+"""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -6,87 +13,42 @@ from collections.abc import Sequence
 from torch import nn
 
 from .background import BackgroundSwap
-from .stages import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    CenterCrop,
-    ColorJitter,
-    RandomSolarize,
-    Normalize,
-    RandomGaussianBlur,
-    RandomGrayscale,
-    RandomHorizontalFlip,
-    RandomResizedCrop,
-    Stage,
-    View,
-)
+from .color import ColorJitter, RandomGrayscale
+from .geometry import CenterCrop, Interpolation, RandomHorizontalFlip, RandomResizedCrop, Resize
+from .stages import Normalize, RandomGaussianBlur, RandomSolarize, Stage, View
 from .views import MultiView, RepeatedView
 
-
-def eval_view(crop_size: int, mean: Sequence[float], std: Sequence[float]) -> View:
-    """Centre crop to ``crop_size`` and normalise: the view every evaluator sees."""
-    return View([CenterCrop(crop_size), Normalize(mean, std)])
+SWAV_STD = (0.228, 0.224, 0.225)  # swav src/multicropdataset.py
 
 
-class MoCoV2Views(RepeatedView):
-    """MoCo v2's recipe (Chen et al. 2020, arXiv 2003.04297), the same for every view.
-
-    RandomResizedCrop(scale 0.2-1) -> ColorJitter(0.4, 0.4, 0.4, 0.1) p=0.8 ->
-    grayscale p=0.2 -> Gaussian blur sigma 0.1-2 p=0.5 -> flip -> normalise.
-    For 32 px images the MoCo CIFAR demo drops the blur (``blur_p: 0``) and uses
-    ``crop_scale: [0.08, 1.0]``.
-
-    ``background``: background stages (BG_RM, BG_Random) run first, on the full image of
-    every view; ``background_swap``: BG_Swaps (see ``MultiView``).
-    """
-
-    def __init__(
-        self,
-        crop_size: int = 224,
-        crop_scale: tuple[float, float] = (0.2, 1.0),
-        jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.1),
-        jitter_p: float = 0.8,
-        grayscale_p: float = 0.2,
-        blur_p: float = 0.5,
-        blur_sigma: tuple[float, float] = (0.1, 2.0),
-        flip_p: float = 0.5,
-        mean: tuple[float, float, float] = IMAGENET_MEAN,
-        std: tuple[float, float, float] = IMAGENET_STD,
-        num_views: int = 2,
-        background: Sequence[Stage] = (),
-        background_swap: BackgroundSwap | None = None,
-    ) -> None:
-        def stages() -> list[Stage]:
-            out: list[Stage] = [*background, RandomResizedCrop(crop_size, crop_scale)]
-            if jitter_p > 0:
-                out.append(ColorJitter(*jitter, p=jitter_p))
-            if grayscale_p > 0:
-                out.append(RandomGrayscale(grayscale_p))
-            if blur_p > 0:
-                out.append(RandomGaussianBlur(blur_sigma, p=blur_p, image_size=crop_size))
-            if flip_p > 0:
-                out.append(RandomHorizontalFlip(flip_p))
-            out.append(Normalize(mean, std))
-            return out
-
-        super().__init__(View(stages()), num_views, eval_view(crop_size, mean, std), background_swap)
+def eval_view(crop_size: int, mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+              resize: int | None = None) -> View:
+    """The view every evaluator sees: whole images resized (shorter side ``resize``, default
+    ``crop_size / 0.875``, i.e. 256 for 224 as in ``main_lincls.py``), then a centre crop
+    and normalisation. Canvas batches are only resized when ``resize`` is given."""
+    return View([Resize(resize, crop_size), CenterCrop(crop_size), Normalize(mean, std)])
 
 
-def _stages(
+def view_stages(
     crop_size: int,
     crop_scale: tuple[float, float],
-    jitter: tuple[float, float, float, float],
-    jitter_p: float,
-    grayscale_p: float,
-    blur_p: float,
-    blur_sigma: tuple[float, float],
-    solarize_p: float,
-    flip_p: float,
-    mean: Sequence[float],
-    std: Sequence[float],
+    crop_interpolation: Interpolation = "bilinear",
+    jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.1),
+    jitter_p: float = 0.8,
+    grayscale_p: float = 0.2,
+    blur_p: float = 0.5,
+    blur_sigma: tuple[float, float] = (0.1, 2.0),
+    blur_kernel: int | None = None,
+    blur_border: str = "replicate",
+    solarize_p: float = 0.0,
+    flip_p: float = 0.5,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
     background: Sequence[Stage] = (),
 ) -> list[Stage]:
-    out: list[Stage] = [*background, RandomResizedCrop(crop_size, crop_scale)]
+    """The stages of one view; a stage whose probability is 0 is left out. ``mean``/``std``
+    ``None``: the data's statistics (see ``Normalize``)."""
+    out: list[Stage] = [*background, RandomResizedCrop(crop_size, crop_scale, interpolation=crop_interpolation)]
     if flip_p > 0:
         out.append(RandomHorizontalFlip(flip_p))
     if jitter_p > 0:
@@ -94,50 +56,91 @@ def _stages(
     if grayscale_p > 0:
         out.append(RandomGrayscale(grayscale_p))
     if blur_p > 0:
-        out.append(RandomGaussianBlur(blur_sigma, p=blur_p, image_size=crop_size))
+        out.append(RandomGaussianBlur(blur_sigma, p=blur_p, kernel_size=blur_kernel, border=blur_border))
     if solarize_p > 0:
         out.append(RandomSolarize(solarize_p))
     out.append(Normalize(mean, std))
     return out
 
 
+class MoCoV2Views(RepeatedView):
+    """MoCo v2's recipe (``main_moco.py --aug-plus``), the same for every view:
+    RandomResizedCrop(scale 0.2-1) -> ColorJitter(0.4, 0.4, 0.4, 0.1) p=0.8 ->
+    grayscale p=0.2 -> Gaussian blur sigma 0.1-2 p=0.5 -> flip -> normalise.
+
+    ``background``: background stages (BG_RM, BG_Random) run first, on the whole image of
+    every view; ``background_swap``: BG_Swaps (see ``MultiView``). ``eval_resize``: see
+    ``eval_view``.
+    """
+
+    def __init__(
+        self,
+        crop_size: int = 224,
+        crop_scale: tuple[float, float] = (0.2, 1.0),
+        crop_interpolation: Interpolation = "bilinear",
+        jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.1),
+        jitter_p: float = 0.8,
+        grayscale_p: float = 0.2,
+        blur_p: float = 0.5,
+        blur_sigma: tuple[float, float] = (0.1, 2.0),
+        flip_p: float = 0.5,
+        mean: tuple[float, float, float] | None = None,
+        std: tuple[float, float, float] | None = None,
+        num_views: int = 2,
+        background: Sequence[Stage] = (),
+        background_swap: BackgroundSwap | None = None,
+        eval_resize: int | None = None,
+    ) -> None:
+        stages = view_stages(crop_size, crop_scale, crop_interpolation, jitter, jitter_p, grayscale_p, blur_p,
+                             blur_sigma, flip_p=flip_p, mean=mean, std=std, background=background)
+        super().__init__(View(stages), num_views, eval_view(crop_size, mean, std, eval_resize), background_swap)
+
+
 class BYOLViews(MultiView):
-    """BYOL's asymmetric pair (Grill et al. 2020, Table 6): crop (0.08-1), flip, colour
-    jitter (0.4, 0.4, 0.2, 0.1) p=0.8, grayscale p=0.2; blur p=1.0 / 0.1 and solarisation
-    p=0.0 / 0.2 for view 1 / view 2. ``background`` and ``background_swap`` as in
-    ``MoCoV2Views`` (BYOL has no negatives: ``hard_negative: false``)."""
+    """BYOL's asymmetric pair (Grill et al. 2020, Table 6; ``byol/utils/augmentations.py``):
+    bicubic crop (0.08-1), flip, colour jitter (0.4, 0.4, 0.2, 0.1) p=0.8, grayscale p=0.2,
+    blur (kernel side / 10, zero padding) p=1.0 / 0.1 and solarisation p=0.0 / 0.2 for view
+    1 / view 2. ``background`` and ``background_swap`` as in ``MoCoV2Views`` (BYOL has no
+    negatives: ``hard_negative: false``)."""
 
     def __init__(
         self,
         crop_size: int = 224,
         crop_scale: tuple[float, float] = (0.08, 1.0),
+        crop_interpolation: Interpolation = "bicubic",
         jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.2, 0.1),
         jitter_p: float = 0.8,
         grayscale_p: float = 0.2,
         blur_p: tuple[float, float] = (1.0, 0.1),
         blur_sigma: tuple[float, float] = (0.1, 2.0),
+        blur_kernel: int | None = None,
+        blur_border: str = "constant",
         solarize_p: tuple[float, float] = (0.0, 0.2),
         flip_p: float = 0.5,
-        mean: tuple[float, float, float] = IMAGENET_MEAN,
-        std: tuple[float, float, float] = IMAGENET_STD,
+        mean: tuple[float, float, float] | None = None,
+        std: tuple[float, float, float] | None = None,
         background: Sequence[Stage] = (),
         background_swap: BackgroundSwap | None = None,
+        eval_resize: int | None = None,
     ) -> None:
+        if blur_kernel is None:
+            blur_kernel = max(3, 2 * int(crop_size / 10 / 2) + 1)
         views = [
-            View(_stages(crop_size, crop_scale, jitter, jitter_p, grayscale_p, blur_p[i], blur_sigma,
-                         solarize_p[i], flip_p, mean, std, background))
+            View(view_stages(crop_size, crop_scale, crop_interpolation, jitter, jitter_p, grayscale_p, blur_p[i],
+                             blur_sigma, blur_kernel, blur_border, solarize_p[i], flip_p, mean, std, background))
             for i in range(2)
         ]
-        super().__init__(views, eval_view(crop_size, mean, std), background_swap)
+        super().__init__(views, eval_view(crop_size, mean, std, eval_resize), background_swap)
 
 
 class MultiCropViews(MultiView):
-    """SwAV's multi-crop (Caron et al. 2020, sec. 3.2): ``num_global`` crops of
-    ``global_size`` px (scale 0.14-1) then ``num_local`` crops of ``local_size`` px
-    (scale 0.05-0.14); colour jitter (0.8, 0.8, 0.8, 0.2) p=0.8, grayscale p=0.2,
-    blur p=0.5, flip. Each group is computed in one pass. ``background`` and
-    ``background_swap`` as in ``MoCoV2Views``: with a swap, global crop 0 sees the
-    image and every other crop the image on another background."""
+    """SwAV's multi-crop (Caron et al. 2020, sec. 3.2; ``src/multicropdataset.py``):
+    ``num_global`` crops of ``global_size`` px (scale 0.14-1) then ``num_local`` crops of
+    ``local_size`` px (scale 0.05-0.14); flip, colour jitter (0.8, 0.8, 0.8, 0.2) p=0.8,
+    grayscale p=0.2, blur p=0.5. Each group is computed in one pass. (SwAV normalises
+    ImageNet with std (0.228, 0.224, 0.225), ``SWAV_STD``; ``configs/swav_imagenet.yaml`` sets it.) ``background`` and ``background_swap`` as in ``MoCoV2Views``:
+    with a swap, global crop 0 sees the image and every other crop the image on another
+    background."""
 
     def __init__(
         self,
@@ -147,22 +150,29 @@ class MultiCropViews(MultiView):
         local_size: int = 96,
         local_scale: tuple[float, float] = (0.05, 0.14),
         num_local: int = 6,
+        crop_interpolation: Interpolation = "bilinear",
         jitter: tuple[float, float, float, float] = (0.8, 0.8, 0.8, 0.2),
         jitter_p: float = 0.8,
         grayscale_p: float = 0.2,
         blur_p: float = 0.5,
         blur_sigma: tuple[float, float] = (0.1, 2.0),
         flip_p: float = 0.5,
-        mean: tuple[float, float, float] = IMAGENET_MEAN,
-        std: tuple[float, float, float] = IMAGENET_STD,
+        mean: tuple[float, float, float] | None = None,
+        std: tuple[float, float, float] | None = None,
         background: Sequence[Stage] = (),
         background_swap: BackgroundSwap | None = None,
+        eval_resize: int | None = None,
     ) -> None:
         if num_global < 2:
             raise ValueError(f"multi-crop needs at least 2 global crops, got num_global={num_global}")
-        common = (jitter, jitter_p, grayscale_p, blur_p, blur_sigma, 0.0, flip_p, mean, std, background)
-        views: list[nn.Module] = [RepeatedView(View(_stages(global_size, global_scale, *common)), num_global)]
+
+        def group(size: int, scale: tuple[float, float], count: int) -> RepeatedView:
+            stages = view_stages(size, scale, crop_interpolation, jitter, jitter_p, grayscale_p, blur_p, blur_sigma,
+                                 flip_p=flip_p, mean=mean, std=std, background=background)
+            return RepeatedView(View(stages), count)
+
+        views: list[nn.Module] = [group(global_size, global_scale, num_global)]
         if num_local > 0:
-            views.append(RepeatedView(View(_stages(local_size, local_scale, *common)), num_local))
-        super().__init__(views, eval_view(global_size, mean, std), background_swap)
+            views.append(group(local_size, local_scale, num_local))
+        super().__init__(views, eval_view(global_size, mean, std, eval_resize), background_swap)
         self.num_global = num_global

@@ -1,9 +1,10 @@
-"""Augmentation stages: batched, on the batch's device, built on Kornia.
+"""The stage protocol, and the stages built directly on Kornia.
 
-A *stage* is an ``nn.Module`` that takes a view dict ``{"image": float[B,3,H,W],
-"mask": bool[B,1,H,W] (optional)}`` and returns a new one. Every sample of the batch
-draws its own random parameters. Geometric stages move ``mask`` together with
-``image``; photometric stages leave ``mask`` untouched. A ``View`` chains stages; a
+A *stage* is an ``nn.Module`` that takes a view dict ``{"image": [B,3,H,W] (or a list of
+whole images before the crop), "mask": bool (optional)}`` and returns a new one, on the
+batch's device. Every sample draws its own random parameters. Geometric stages
+(``sslkit.augmentations.geometry``) move ``mask`` with ``image``; photometric stages
+(``color`` and the Kornia ones here) leave it alone. A ``View`` chains stages; a
 ``MultiView`` makes the views one method needs from a uint8 batch.
 """
 from __future__ import annotations
@@ -15,6 +16,8 @@ import kornia.augmentation as K
 import torch
 from torch import nn
 
+from . import images
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -22,7 +25,11 @@ ViewDict = dict[str, torch.Tensor]
 
 
 class Stage(nn.Module):
-    """Base of all stages: ``forward(view) -> view``. Subclasses implement ``apply``."""
+    """Base of all stages: ``forward(view) -> view``. Subclasses implement ``apply``.
+    ``needs_float``: the stage wants float images in [0, 1] (False for stages that only move
+    pixels, which run on uint8 when they come first)."""
+
+    needs_float = True
 
     def forward(self, view: ViewDict) -> ViewDict:
         return self.apply(dict(view))
@@ -31,29 +38,18 @@ class Stage(nn.Module):
         raise NotImplementedError
 
 
-def check_mask(image: torch.Tensor, mask: torch.Tensor) -> None:
-    """A mask must cover its image pixel for pixel: ``[B,1,H,W]`` beside ``[B,3,H,W]``."""
+def check_mask(image: images.Images, mask: images.Images) -> None:
+    """A mask must cover its image pixel for pixel: ``[B,1,H,W]`` beside ``[B,3,H,W]`` (or,
+    for whole images, each ``[1,h,w]`` beside its ``[3,h,w]``)."""
+    if images.is_ragged(image) or images.is_ragged(mask):
+        if len(image) != len(mask):
+            raise ValueError(f"{len(mask)} masks for {len(image)} images")
+        for i, (m, x) in enumerate(zip(mask, image)):
+            if m.shape[-2:] != x.shape[-2:]:
+                raise ValueError(f"mask {i} of shape {tuple(m.shape)} does not match its image of shape {tuple(x.shape)}")
+        return
     if mask.shape[0] != image.shape[0] or mask.shape[-2:] != image.shape[-2:]:
         raise ValueError(f"mask of shape {tuple(mask.shape)} does not match image of shape {tuple(image.shape)}")
-
-
-class _GeometricStage(Stage):
-    """Applies one Kornia geometric augmentation to image and mask with shared parameters."""
-
-    def __init__(self, augmentation: K.AugmentationBase2D) -> None:
-        super().__init__()
-        self.sequence = K.AugmentationSequential(augmentation, data_keys=["input", "mask"])
-
-    def apply(self, view: ViewDict) -> ViewDict:
-        image = view["image"]
-        mask = view.get("mask")
-        if mask is None:
-            view["image"] = self.sequence(image, data_keys=["input"])
-            return view
-        check_mask(image, mask)
-        image, mask = self.sequence(image, mask.to(image.dtype), data_keys=["input", "mask"])
-        view["image"], view["mask"] = image, mask > 0.5
-        return view
 
 
 class _PhotometricStage(Stage):
@@ -66,85 +62,28 @@ class _PhotometricStage(Stage):
         return view
 
 
-def _check_fits(size: int, view: ViewDict, stage: str) -> None:
-    height, width = view["image"].shape[-2:]
-    if size > min(height, width):
-        raise ValueError(
-            f"{stage} size {size} is larger than the {height}x{width} image canvas; "
-            f"lower the crop size or raise the data module's image_size"
-        )
-
-
-class RandomResizedCrop(_GeometricStage):
-    """Crop a random area fraction ``scale`` and aspect ``ratio``, resized to ``size``."""
-
-    def __init__(
-        self,
-        size: int = 224,
-        scale: tuple[float, float] = (0.08, 1.0),
-        ratio: tuple[float, float] = (3 / 4, 4 / 3),
-    ) -> None:
-        super().__init__(
-            K.RandomResizedCrop((size, size), scale=tuple(scale), ratio=tuple(ratio), cropping_mode="resample")
-        )
-        self.size = size
-
-    def apply(self, view: ViewDict) -> ViewDict:
-        _check_fits(self.size, view, "RandomResizedCrop")
-        return super().apply(view)
-
-
-class CenterCrop(_GeometricStage):
-    """Deterministic centre crop to ``size`` (evaluation views)."""
-
-    def __init__(self, size: int = 224) -> None:
-        super().__init__(K.CenterCrop((size, size)))
-        self.size = size
-
-    def apply(self, view: ViewDict) -> ViewDict:
-        _check_fits(self.size, view, "CenterCrop")
-        if tuple(view["image"].shape[-2:]) == (self.size, self.size):
-            return view
-        return super().apply(view)
-
-
-class RandomHorizontalFlip(_GeometricStage):
-    def __init__(self, p: float = 0.5) -> None:
-        super().__init__(K.RandomHorizontalFlip(p=p))
-
-
-class ColorJitter(_PhotometricStage):
-    """torchvision's ColorJitter semantics (random order of the four adjustments)."""
-
-    def __init__(
-        self,
-        brightness: float = 0.4,
-        contrast: float = 0.4,
-        saturation: float = 0.4,
-        hue: float = 0.1,
-        p: float = 0.8,
-    ) -> None:
-        super().__init__(K.ColorJitter(brightness, contrast, saturation, hue, p=p))
-
-
-class RandomGrayscale(_PhotometricStage):
-    def __init__(self, p: float = 0.2) -> None:
-        super().__init__(K.RandomGrayscale(p=p))
-
-
 class RandomGaussianBlur(_PhotometricStage):
-    """Gaussian blur with sigma drawn per sample; kernel ~10% of the image side if not given."""
+    """Gaussian blur with sigma ~ U(``sigma``) per sample, with probability ``p``.
+
+    ``kernel_size`` default: ``2 ceil(3 sigma_max) + 1`` taps (13 for sigma up to 2), the
+    extent of PIL's ``GaussianBlur(radius=sigma)`` that MoCo v2, SwAV and solo-learn apply at
+    any image size; BYOL uses image side / 10 (23 taps at 224 px, ``byol/utils/augmentations.py``).
+    ``border``: ``replicate`` (PIL extends the edge), ``constant`` (zeros, BYOL's SAME padding),
+    ``reflect``.
+    """
 
     def __init__(
         self,
         sigma: tuple[float, float] = (0.1, 2.0),
         p: float = 0.5,
         kernel_size: int | None = None,
-        image_size: int = 224,
+        border: str = "replicate",
     ) -> None:
         if kernel_size is None:
-            kernel_size = max(3, int(math.ceil(0.1 * image_size)) // 2 * 2 + 1)
-        super().__init__(K.RandomGaussianBlur(kernel_size, tuple(sigma), p=p))
+            kernel_size = 2 * math.ceil(3 * max(sigma)) + 1
+        if kernel_size % 2 == 0 or kernel_size < 3:
+            raise ValueError(f"RandomGaussianBlur: kernel_size must be odd and at least 3, got {kernel_size}")
+        super().__init__(K.RandomGaussianBlur(kernel_size, tuple(sigma), border_type=border, p=p))
 
 
 class RandomSolarize(_PhotometricStage):
@@ -155,14 +94,22 @@ class RandomSolarize(_PhotometricStage):
 
 
 class Normalize(Stage):
-    """Subtract ``mean`` and divide by ``std`` per channel."""
+    """Subtract ``mean`` and divide by ``std`` per channel. ``None`` (the recipes' default):
+    the statistics of the data the method trains on (``use_statistics``, called with the
+    data module's ``mean`` and ``std``: CIFAR's own for CIFAR, as solo-learn normalises),
+    ImageNet's until then."""
 
-    def __init__(
-        self, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
-    ) -> None:
+    def __init__(self, mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> None:
         super().__init__()
-        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+        self.fixed = mean is not None and std is not None
+        self.register_buffer("mean", torch.tensor(mean or IMAGENET_MEAN).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std or IMAGENET_STD).view(1, -1, 1, 1), persistent=False)
+
+    def use_statistics(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        """Adopt the data's statistics unless the recipe gave its own."""
+        if not self.fixed:
+            self.mean.copy_(torch.tensor(mean).view(1, -1, 1, 1))
+            self.std.copy_(torch.tensor(std).view(1, -1, 1, 1))
 
     def apply(self, view: ViewDict) -> ViewDict:
         image = view["image"]
@@ -170,24 +117,23 @@ class Normalize(Stage):
         return view
 
 
-def to_float(image: torch.Tensor) -> torch.Tensor:
-    """uint8 ``[0, 255]`` -> float32 ``[0, 1]``; float input is returned unchanged."""
-    if image.dtype == torch.uint8:
-        return image.float().div_(255.0)
-    return image
-
-
 class View(nn.Module):
-    """One view: a list of stages applied in order to the batch's image (and mask)."""
+    """One view: a list of stages applied in order to the batch's image (and mask). Images
+    stay uint8 through the leading stages that do not need float (crops, flips), which is
+    where resampling is cheapest, and become float in [0, 1] before the first stage that does."""
 
     def __init__(self, stages: Sequence[Stage]) -> None:
         super().__init__()
         self.stages = nn.ModuleList(stages)
 
     def forward(self, batch: ViewDict) -> ViewDict:
-        view = {"image": to_float(batch["image"])}
-        if batch.get("mask") is not None:
-            view["mask"] = batch["mask"]
+        view = {k: batch[k] for k in ("image", "mask", "background_locked", "blocks") if batch.get(k) is not None}
+        is_float = False
         for stage in self.stages:
+            if not is_float and getattr(stage, "needs_float", True):
+                view["image"] = images.to_float(view["image"])
+                is_float = True
             view = stage(view)
+        if not is_float:
+            view["image"] = images.to_float(view["image"])
         return view

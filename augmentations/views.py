@@ -3,7 +3,8 @@
 ``MultiView`` holds the per-view recipes (``View`` or ``RepeatedView``) and the
 deterministic evaluation view. With a ``BackgroundSwap`` it prepares different inputs per
 view: view 0 (the query) sees the image, every later view the image with a swapped
-background, and the hard negative, made by the recipe of view 1 (the key's), travels in
+background, and the hard negative, made by the recipe of view 1 (the key's) without its
+background stages (it must keep the query's background), travels in
 ``views[1]["hard_negative"]`` with its validity in ``views[1]["hard_negative_valid"]``.
 """
 from __future__ import annotations
@@ -13,8 +14,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from . import images
 from .background import BackgroundSwap
-from .stages import CenterCrop, Normalize, RandomResizedCrop, View, ViewDict, to_float
+from .geometry import CenterCrop, RandomResizedCrop
+from .stages import Normalize, View, ViewDict
 
 
 def _drop_recipe_state(module, state_dict, prefix, local_metadata) -> None:
@@ -93,7 +96,7 @@ class MultiView(nn.Module):
         return sum(count_views(view) for view in self.views)
 
     def forward(self, batch: ViewDict) -> list[ViewDict]:
-        base = {"image": to_float(batch["image"])}
+        base = {"image": batch["image"]}
         if batch.get("mask") is not None:
             base["mask"] = batch["mask"]
         if self.background_swap is None:
@@ -126,9 +129,15 @@ class MultiView(nn.Module):
             start += count
         return out, extra_out
 
+    def use_statistics(self, mean, std) -> None:
+        """Normalise with the data's ``mean`` and ``std`` wherever the recipe gave none."""
+        for module in self.modules():
+            if isinstance(module, Normalize):
+                module.use_statistics(mean, std)
+
     @torch.no_grad()
     def evaluate(self, batch: ViewDict) -> torch.Tensor:
-        """The evaluation image: centre crop and normalisation, no randomness."""
+        """The evaluation image: resize (whole images), centre crop and normalisation, no randomness."""
         return self.eval_view(batch)["image"]
 
     def check_canvas(self, canvas: int) -> None:
@@ -171,10 +180,15 @@ class RepeatedView(MultiView):
         everything = list(inputs) + ([extra] if extra is not None else [])
         keys = [k for k in ("image", "mask") if inputs[0].get(k) is not None]
         if all(item is everything[0] for item in everything):
-            joined = {k: everything[0][k].repeat(len(everything), *[1] * (everything[0][k].dim() - 1)) for k in keys}
+            joined = {k: images.repeat(everything[0][k], len(everything)) for k in keys}
         else:
-            joined = {k: torch.cat([item[k] for item in everything]) for k in keys}
+            joined = {k: images.concat([item[k] for item in everything]) for k in keys}
+        if any(item.get("background_locked") is not None for item in everything):
+            free = torch.zeros(images.count(inputs[0]["image"]), dtype=torch.bool,
+                               device=images.device(inputs[0]["image"]))
+            joined["background_locked"] = torch.cat([item.get("background_locked", free) for item in everything])
+        joined["blocks"] = len(everything)
         out = self.views[0](joined)
-        chunks = {k: v.chunk(len(everything)) for k, v in out.items()}
+        chunks = {k: images.split(v, len(everything)) for k, v in out.items() if k in ("image", "mask")}
         views = [{k: chunks[k][i] for k in chunks} for i in range(len(everything))]
         return views[:self.num_views], (views[-1] if extra is not None else None)

@@ -14,14 +14,18 @@ plus the tools around training.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 import time
+from pathlib import Path
 
 import pytorch_lightning as pl
 from pytorch_lightning.cli import LightningCLI
+from lightning_fabric.utilities.exceptions import MisconfigurationException
 from pytorch_lightning.utilities import rank_zero_info
 
 import sslkit.data  # noqa: F401  (registers the DataModules for short class names)
+from sslkit.data import ImageDecodeError
 from sslkit.reliability import AtomicCheckpointIO, PreemptionCheckpoint, find_last_checkpoint
 import sslkit.methods  # noqa: F401
 
@@ -74,8 +78,46 @@ class FitSummary(pl.Callback):
         rank_zero_info("\n".join(lines))
 
 
+def config_files(argv: list[str]) -> list[str]:
+    """The ``-c``/``--config`` files named on a command line, in order."""
+    files = []
+    for i, arg in enumerate(argv):
+        if arg in ("-c", "--config") and i + 1 < len(argv):
+            files.append(argv[i + 1])
+        elif arg.startswith("--config="):
+            files.append(arg.split("=", 1)[1])
+    return files
+
+
+OVERLAY_MARK = "# overlay on:"
+
+
+def check_overlays(files: list[str], subcommand: str) -> None:
+    """A config whose first line is ``# overlay on: configs/BASE.yaml`` holds only the values
+    it changes; it cannot come first."""
+    if not files or not Path(files[0]).is_file():
+        return
+    with open(files[0]) as f:
+        first = f.readline().strip()
+    if first.startswith(OVERLAY_MARK):
+        bases = [w.rstrip(",") for w in first[len(OVERLAY_MARK):].split() if w.endswith((".yaml", ".yaml,"))]
+        example = f"sslkit {subcommand} -c {bases[0]} -c {files[0]}" if bases else f"-c FULL_CONFIG -c {files[0]}"
+        raise ValueError(f"{files[0]} is an overlay: it only changes a full config ({first[len(OVERLAY_MARK):].strip()}). "
+                         f"Give that config first: {example}")
+
+
+def run_name(argv: list[str]) -> str:
+    """Default log folder under ``runs/``: the config names joined by ``+``
+    (``-c configs/byol_cifar10.yaml -c configs/cifar100.yaml`` -> ``byol_cifar10+cifar100``)."""
+    stems = [Path(f).stem for f in config_files(argv)]
+    return "+".join(stems) or "sslkit"
+
+
 class SSLKitCLI(LightningCLI):
     def __init__(self, args=None, run: bool = True) -> None:
+        argv = list(sys.argv[1:] if args is None else args)
+        logger = {"class_path": "pytorch_lightning.loggers.CSVLogger",
+                  "init_args": {"save_dir": "runs", "name": run_name(argv)}}
         super().__init__(
             pl.LightningModule,
             pl.LightningDataModule,
@@ -83,12 +125,28 @@ class SSLKitCLI(LightningCLI):
             subclass_mode_data=True,
             save_config_kwargs={"overwrite": True},
             trainer_defaults={"callbacks": [FitSummary(), PreemptionCheckpoint()],
-                              "plugins": [AtomicCheckpointIO()]},
+                              "plugins": [{"class_path": "sslkit.reliability.AtomicCheckpointIO"}],
+                              "logger": logger},
             args=args,
             run=run,
             auto_configure_optimizers=False,
         )
 
+
+    def instantiate_trainer(self, **kwargs) -> pl.Trainer:
+        try:
+            return super().instantiate_trainer(**kwargs)
+        except MisconfigurationException as err:
+            if "gpu" not in str(err).lower():
+                raise
+            trainer = self.config_init[self.subcommand]["trainer"] if self.subcommand else {}
+            raise MisconfigurationException(
+                f"{err} The config asks for trainer.accelerator={trainer.get('accelerator')}, "
+                f"devices={trainer.get('devices')}, num_nodes={trainer.get('num_nodes', 1)}, and this machine has no "
+                f"GPU. To try the recipe here add --trainer.accelerator=cpu --trainer.devices=1 --trainer.num_nodes=1 "
+                f"--trainer.strategy=auto --trainer.sync_batchnorm=false (and a smaller --data.init_args.batch_size); "
+                f"the learning rate follows the global batch."
+            ) from err
 
     def before_fit(self) -> None:
         if self.config_init["fit"].get("ckpt_path") == "last":
@@ -115,14 +173,43 @@ TOOLS = {
 }
 
 
+def plain_message(err: BaseException) -> str:
+    """The sentence a user needs from ``err``: jsonargparse wraps a constructor's error in a
+    Union-validation report, from which only that error is kept."""
+    text = str(err).strip()
+    if "Does not validate against any of the Union subtypes" in text:
+        reasons = [line.strip()[2:] for line in text.splitlines()
+                   if line.strip().startswith("- ") and "Expected a <class 'NoneType'>" not in line]
+        if reasons:
+            text = reasons[0]
+    return text
+
+
+USER_ERRORS = (ValueError, OSError, FloatingPointError, ImageDecodeError, MisconfigurationException)
+
+
 def main(args: list[str] | None = None) -> None:
+    """``sslkit`` entry point. A user error (missing path, bad value, typo, non-finite loss)
+    ends in one plain line naming the key and what to do; ``--debug`` (or ``SSLKIT_DEBUG=1``)
+    shows the traceback instead."""
     argv = list(sys.argv[1:] if args is None else args)
-    if argv and argv[0] in TOOLS:
-        importlib.import_module(TOOLS[argv[0]]).main(argv[1:])
-        return
-    if argv and argv[0] in ("-h", "--help"):
-        print(f"sslkit tools (each has --help): {', '.join(TOOLS)}\n")
-    SSLKitCLI(args=args)
+    debug = "--debug" in argv or os.environ.get("SSLKIT_DEBUG", "") not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]
+    try:
+        if argv and argv[0] in TOOLS:
+            importlib.import_module(TOOLS[argv[0]]).main(argv[1:])
+            return
+        if argv and argv[0] in ("-h", "--help"):
+            print(f"sslkit tools (each has --help): {', '.join(TOOLS)}\n")
+        check_overlays(config_files(argv), argv[0] if argv else "fit")
+        if args is None:
+            sys.argv = sys.argv[:1] + argv
+        SSLKitCLI(args=None if args is None else argv)
+    except USER_ERRORS as err:
+        if debug:
+            raise
+        print(f"sslkit: error: {plain_message(err)}\n(sslkit --debug ... shows the traceback)", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

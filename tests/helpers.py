@@ -47,7 +47,7 @@ def tiny_swav(**kwargs):
     from sslkit.methods import SwAV
 
     args = dict(backbone="test_resnet", proj_hidden_dim=32, proj_output_dim=16, num_prototypes=10,
-                freeze_prototypes_steps=1, queue_length=32, queue_start_epoch=0, knn_k=5,
+                freeze_prototypes_epochs=0, queue_length=32, queue_start_epoch=0, knn_k=5,
                 augment=MultiCropViews(global_size=32, local_size=16, num_local=2, blur_p=0.0))
     args.update(kwargs)
     return SwAV(**args)

@@ -1,4 +1,7 @@
+import math
+
 import pytest
+import pytorch_lightning as pl
 import torch
 
 from helpers import tiny_byol, tiny_data, tiny_swav, tiny_trainer
@@ -11,26 +14,42 @@ def views(n, sizes=(32, 32, 16, 16)):
     return [{"image": torch.randn(n, 3, s, s)} for s in sizes]
 
 
-def test_byol_target_follows_the_tau_schedule(tmp_path):
-    model = tiny_byol(tau_base=0.9)
-    trainer = tiny_trainer(tmp_path, max_steps=3)
-    online_before = [p.detach().clone() for p in model.backbone.parameters()]
-    trainer.fit(model, tiny_data())
-    assert model._total_steps == 3
-    assert model.current_tau() == cosine_momentum(0.9, 1.0, 3, 3) == 1.0
-    assert not all(torch.equal(a, b) for a, b in zip(online_before, model.backbone.parameters()))
+class RecordOnline(pl.Callback):
+    def __init__(self):
+        self.online = []
+
+    def on_train_batch_end(self, trainer, module, *args):
+        self.online.append([p.detach().clone() for p in module.backbone.parameters()])
+
+
+def test_byol_target_is_the_ema_of_the_online_weights_with_tau_k(tmp_path):
+    """After K steps the target equals the paper's recursion over the recorded online weights:
+    xi_{k+1} = tau_k xi_k + (1 - tau_k) theta_{k+1}, tau_k = 1 - (1 - tau_base)(cos(pi k / K) + 1) / 2
+    (BYOL sec. 3.1; ``target_ema`` in byol/utils/schedules.py), starting from xi_0 = theta_0."""
+    steps, tau_base = 5, 0.5  # a low tau makes an off-by-one step visible
+    model = tiny_byol(tau_base=tau_base)
+    target = [p.detach().clone() for p in model.backbone.parameters()]
+    recorder = RecordOnline()
+    tiny_trainer(tmp_path, max_steps=steps, callbacks=[recorder]).fit(model, tiny_data())
+    assert len(recorder.online) == steps
+    for k, online in enumerate(recorder.online):
+        tau = 1 - (1 - tau_base) * (math.cos(math.pi * k / steps) + 1) / 2
+        target = [tau * xi + (1 - tau) * theta for xi, theta in zip(target, online)]
+    for expected, actual in zip(target, model.target_backbone.parameters()):
+        assert torch.allclose(actual, expected, atol=1e-6)
     assert all(not p.requires_grad for p in model.target_backbone.parameters())
 
 
 def test_swav_prototypes_frozen_then_trained():
-    model = tiny_swav(freeze_prototypes_steps=1, queue_length=0)
+    model = tiny_swav(queue_length=0)
+    model._freeze_steps = 1  # what configure_optimizers derives from freeze_prototypes_epochs
     loss, _ = model.step(views(8))
     loss.backward()
     model.on_after_backward()  # global_step 0 < 1: frozen
     assert model.prototypes.weight.grad is None
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.backbone.parameters())
     model.zero_grad()
-    model.freeze_prototypes_steps = 0
+    model._freeze_steps = 0
     loss, _ = model.step(views(8))
     loss.backward()
     model.on_after_backward()
@@ -50,11 +69,11 @@ def test_swav_queue_is_used_for_codes_and_saved(tmp_path):
     model = tiny_swav(queue_length=32, queue_start_epoch=0)
     trainer = tiny_trainer(tmp_path, max_steps=3)
     trainer.fit(model, tiny_data())
-    assert int(model.queue_filled) == 32
+    assert all(int(q.filled) == 32 for q in model.queues)
     path = tmp_path / "swav.ckpt"
     trainer.save_checkpoint(path)
     restored = SwAV.load_from_checkpoint(path)
-    assert torch.equal(restored.queue, model.queue)
+    assert all(torch.equal(a.keys, b.keys) for a, b in zip(restored.queues, model.queues))
     assert torch.equal(restored.prototypes.weight, model.prototypes.weight)
 
 
@@ -76,7 +95,7 @@ def test_byol_checkpoint_restores_target_and_schedule_position(tmp_path):
 def test_swav_bad_inputs(tmp_path):
     with pytest.raises(ValueError, match="num_prototypes must be at least 2"):
         tiny_swav(num_prototypes=1)
-    with pytest.raises(ValueError, match="queue_length=8 is shorter than the per-device batch"):
+    with pytest.raises(ValueError, match="queue_length=8 is shorter than the global batch"):
         tiny_trainer(tmp_path).fit(tiny_swav(queue_length=8), tiny_data())
     with pytest.raises(ValueError, match="RandomResizedCrop size 64 is larger"):
         tiny_trainer(tmp_path).fit(tiny_swav(augment=MultiCropViews(global_size=64, local_size=16)), tiny_data())

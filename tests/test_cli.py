@@ -20,12 +20,14 @@ def run(args, cwd):
     return subprocess.run(SSLKIT + args, cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
-@pytest.mark.parametrize("name, extra", [("demo", MOCO), ("demo_byol", []), ("demo_swav", []), ("demo_bg", MOCO)])
-def test_fit_demo_configs_end_to_end(tmp_path, name, extra):
+@pytest.mark.parametrize("overlay, extra", [(None, MOCO), ("demo_byol", []), ("demo_swav", []), ("demo_bg", MOCO)])
+def test_fit_demo_configs_end_to_end(tmp_path, overlay, extra):
     shutil.copytree(os.path.join(REPO, "configs"), tmp_path / "configs")
-    out = run(["fit", "-c", f"configs/{name}.yaml", *FAST, *extra], tmp_path)
+    configs = ["-c", "configs/demo.yaml"] + (["-c", f"configs/{overlay}.yaml"] if overlay else [])
+    out = run(["fit", *configs, *FAST, *extra], tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "val/knn_top1 =" in out.stdout + out.stderr
+    name = "demo" + (f"+{overlay}" if overlay else "")
     ckpts = list((tmp_path / "runs" / name).glob("version_*/checkpoints/last.ckpt"))
     assert ckpts, os.listdir(tmp_path)
     metrics = next((tmp_path / "runs" / name).glob("version_*/metrics.csv")).read_text()
@@ -50,25 +52,40 @@ def test_unknown_method_class_path(tmp_path):
     assert "MoCoV9" in out.stderr
 
 
-OVERLAYS = {"background_off.yaml": "demo_bg.yaml"}  # partial configs, given after a full one
+def stack_for(name: str) -> list[str]:
+    """The configs to give for ``name``: an overlay (first line ``# overlay on: configs/X.yaml``)
+    after the base it names, recursively; ``background_off.yaml`` after the demo's BG overlay."""
+    path = os.path.join(REPO, "configs", name)
+    with open(path) as f:
+        first = f.readline()
+    if name == "background_off.yaml":
+        return stack_for("demo_bg.yaml") + [path]
+    if not first.startswith("# overlay on:"):
+        return [path]
+    base = next(w for w in first.split() if w.startswith("configs/")).rstrip(",")
+    return stack_for(os.path.basename(base)) + [path]
 
 
 def test_every_config_parses(capsys):
     """In-process (one interpreter for all configs): LightningCLI resolves each config
-    and prints it, as `sslkit fit --print_config -c CONFIG` does."""
+    (overlays on their base) and prints it, as `sslkit fit --print_config -c ...` does."""
     from sslkit.cli import main
 
     for name in sorted(os.listdir(os.path.join(REPO, "configs"))):
         if name.startswith("linear_probe"):
             continue  # probe configs: test_probe_configs_parse
-        configs = [os.path.join(REPO, "configs", name)]
-        if name in OVERLAYS:
-            configs.insert(0, os.path.join(REPO, "configs", OVERLAYS[name]))
+        configs = stack_for(name)
         with pytest.raises(SystemExit) as exit_info:
             main(["fit", "--print_config", *[a for c in configs for a in ("-c", c)]])
         out = capsys.readouterr()
         assert exit_info.value.code in (0, None), (name, out.err[-2000:])
         assert "class_path: sslkit.methods" in out.out, name
+
+def test_an_overlay_given_alone_names_its_base(tmp_path):
+    out = run(["fit", "-c", os.path.join(REPO, "configs/demo_byol.yaml")], tmp_path)
+    assert out.returncode != 0
+    assert "is an overlay" in out.stderr and "-c configs/demo.yaml -c" in out.stderr
+
 
 def test_crop_larger_than_canvas_fails_before_anything_is_written(tmp_path):
     out = run(["fit", "-c", os.path.join(REPO, "configs/demo.yaml"), *FAST, *MOCO,

@@ -9,26 +9,27 @@ from PIL import Image
 from conftest import REPO
 from test_cli import FAST, MOCO, run
 
-DEMO_BG = os.path.join(REPO, "configs", "demo_bg.yaml")
+DEMO = os.path.join(REPO, "configs", "demo.yaml")
+DEMO_BG = ["-c", DEMO, "-c", os.path.join(REPO, "configs", "demo_bg.yaml")]
 SMALL = ["--data.init_args.num_train=128", "--data.init_args.num_val=64", "--data.init_args.batch_size=32"]
 
 
 def test_preview_writes_a_grid_of_the_views(tmp_path):
-    out = run(["preview", "-c", DEMO_BG, "--out", "grid.png", "--num_images", "3", *SMALL], tmp_path)
+    out = run(["preview", *DEMO_BG, "--out", "grid.png", "--num_images", "3", *SMALL], tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "5 columns x 3 images" in out.stdout  # original, mask, 2 views, BG_Swaps negative
     image = Image.open(tmp_path / "grid.png")
     assert image.width > image.height > 100
-    off = run(["preview", "-c", DEMO_BG, "-c", os.path.join(REPO, "configs", "background_off.yaml"),
+    off = run(["preview", *DEMO_BG, "-c", os.path.join(REPO, "configs", "background_off.yaml"),
                "--out", "plain.png", "--num_images", "3", *SMALL], tmp_path)
     assert off.returncode == 0 and "4 columns x 3 images" in off.stdout
 
 
 def test_backgrounds_evaluates_a_trained_checkpoint(tmp_path):
-    fit = run(["fit", "-c", DEMO_BG, *FAST, *MOCO], tmp_path)
+    fit = run(["fit", *DEMO_BG, *FAST, *MOCO], tmp_path)
     assert fit.returncode == 0, fit.stderr[-3000:]
-    ckpt = next((tmp_path / "runs" / "demo_bg").glob("version_*/checkpoints/last.ckpt"))
-    out = run(["backgrounds", "-c", DEMO_BG, "--ckpt_path", str(ckpt), *SMALL, *MOCO], tmp_path)
+    ckpt = next((tmp_path / "runs" / "demo+demo_bg").glob("version_*/checkpoints/last.ckpt"))
+    out = run(["backgrounds", *DEMO_BG, "--ckpt_path", str(ckpt), *SMALL, *MOCO], tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     record = json.loads((ckpt.parent / "backgrounds.json").read_text())
     accuracy = record["knn_top1"]
@@ -36,7 +37,8 @@ def test_backgrounds_evaluates_a_trained_checkpoint(tmp_path):
     assert accuracy["bg_gap"] == accuracy["mixed_same"] - accuracy["mixed_rand"]
     assert all(0.0 <= accuracy[k] <= 1.0 for k in ("original", "only_fg", "mixed_same", "mixed_rand"))
     assert "bg_gap" in out.stdout
-    wrong = run(["backgrounds", "-c", os.path.join(REPO, "configs", "demo_byol.yaml"), "--ckpt_path", str(ckpt)], tmp_path)
+    wrong = run(["backgrounds", "-c", DEMO, "-c", os.path.join(REPO, "configs", "demo_byol.yaml"), "--ckpt_path",
+                 str(ckpt)], tmp_path)
     assert wrong.returncode != 0 and "does not fit the config's model" in wrong.stderr
 
 

@@ -29,6 +29,7 @@ def test_one_queue_and_one_set_of_prototypes():
     queues = [name for name, t in moco.state_dict().items() if tuple(t.shape) == (64, 16)]
     assert queues == ["queue.keys"]
     swav = tiny_swav(queue_length=32)
-    assert tuple(swav.queue.shape) == (2, 32, 16)  # one row block per global crop, as in SwAV
+    queues = [name for name, t in swav.state_dict().items() if tuple(t.shape) == (32, 16)]
+    assert queues == ["queues.0.keys", "queues.1.keys"]  # one queue per global crop, as in SwAV
     prototypes = [n for n, p in swav.named_parameters() if "prototypes" in n]
     assert prototypes == ["prototypes.weight"]

@@ -13,7 +13,7 @@ def test_training_updates_queue_and_key_encoder_stays_gradient_free(tmp_path):
     assert not torch.equal(model.queue.keys[:32], keys_before[:32])
     assert torch.equal(model.queue.keys[32:], keys_before[32:])
     assert all(p.grad is None for p in model.key_backbone.parameters())
-    assert model.backbone(torch.randn(2, 3, 32, 32)).shape == (2, model.backbone.dim)
+    assert model.eval().backbone(torch.randn(2, 3, 32, 32)).shape == (2, model.backbone.dim)
 
 
 def test_symmetric_loss_enqueues_both_views(tmp_path):
@@ -57,3 +57,39 @@ def test_unknown_backbone_names_close_matches():
 def test_test_loop_reports_knn_accuracy(tmp_path):
     results = tiny_trainer(tmp_path).test(tiny_moco(), tiny_data(), verbose=False)
     assert "val/knn_top1" in results[0]
+
+
+def test_queue_per_view_is_solo_learn_mocov2plus_loss():
+    """solo/losses/mocov2plus.py with solo/methods/mocov2plus.py: (L(q1, k2, queue[1]) +
+    L(q2, k1, queue[0])) / 2, where queue[v] holds past keys of view v; then k1 and k2 enter
+    their own queues."""
+    import torch.nn.functional as F
+
+    model = tiny_moco(symmetric=True, queue_per_view=True, batchnorm="plain").eval()
+    g = torch.Generator().manual_seed(3)
+    x1, x2 = torch.randn(16, 3, 32, 32, generator=g), torch.randn(16, 3, 32, 32, generator=g)
+    past_view2, past_view1 = model.queue.keys.clone(), model.queue_2.keys.clone()
+
+    def encode(backbone, head, x):
+        return F.normalize(head(backbone(x)), dim=-1)
+
+    q1, q2 = encode(model.backbone, model.head, x1), encode(model.backbone, model.head, x2)
+    with torch.no_grad():
+        k1, k2 = encode(model.key_backbone, model.key_head, x1), encode(model.key_backbone, model.key_head, x2)
+
+    def solo_loss(query, key, queue, temperature=model.temperature):
+        pos = torch.einsum("nc,nc->n", [query, key]).unsqueeze(-1)
+        neg = torch.einsum("nc,ck->nk", [query, queue])
+        logits = torch.cat([pos, neg], dim=1) / temperature
+        return F.cross_entropy(logits, torch.zeros(query.size(0), dtype=torch.long))
+
+    expected = (solo_loss(q1, k2, past_view2.T) + solo_loss(q2, k1, past_view1.T)) / 2
+    loss, _ = model.step([{"image": x1}, {"image": x2}])
+    assert torch.allclose(loss, expected, atol=1e-6)
+    assert torch.allclose(model.queue.keys[:16], k2, atol=1e-6)
+    assert torch.allclose(model.queue_2.keys[:16], k1, atol=1e-6)
+
+
+def test_queue_per_view_needs_the_symmetric_loss():
+    with pytest.raises(ValueError, match="queue_per_view needs model.symmetric: true"):
+        tiny_moco(queue_per_view=True)

@@ -111,3 +111,15 @@ def test_standard_protocol_trains_the_classifier_only(tmp_path):
     assert all(torch.equal(before[k], after[k]) for k in before)  # weights and BN statistics untouched
     assert 0.0 <= float(trainer.callback_metrics["val/top1"]) <= 1.0
     assert float(trainer.callback_metrics["val/top5"]) == 1.0  # 4 classes: top-5 always hits
+
+
+def test_standard_probe_classifier_starts_as_main_lincls():
+    """main_lincls.py: fc.weight ~ N(0, 0.01), fc.bias = 0."""
+    from sslkit.eval import LinearProbe
+    from sslkit.nn.backbones import build_backbone
+
+    torch.manual_seed(0)
+    probe = LinearProbe(build_backbone("torchvision.resnet18"), num_classes=1000, crop_size=32)
+    weight = probe.classifier.weight
+    assert torch.equal(probe.classifier.bias, torch.zeros(1000))
+    assert abs(float(weight.mean())) < 1e-3 and abs(float(weight.std()) - 0.01) < 2e-4

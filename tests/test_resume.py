@@ -19,26 +19,28 @@ class StopAt(pl.Callback):
             trainer.should_stop = True
 
 
-def fit(tmp_path, build, max_steps, ckpt_path=None, every=None):
+def fit(tmp_path, build, max_steps, ckpt_path=None, every=None, accumulate=1, callbacks=()):
     pl.seed_everything(7)
     model = build()
-    callbacks = [ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=every, save_top_k=-1),
-                 StopAt(every)] if every else []
+    callbacks = list(callbacks) + ([ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=every, save_top_k=-1),
+                                    StopAt(every)] if every else [])
     trainer = pl.Trainer(default_root_dir=str(tmp_path), max_steps=max_steps, logger=False, accelerator="cpu",
                          enable_progress_bar=False, enable_model_summary=False, limit_val_batches=1,
-                         callbacks=callbacks, enable_checkpointing=bool(every), num_sanity_val_steps=0)
-    trainer.fit(model, tiny_data(), ckpt_path=ckpt_path)
+                         callbacks=callbacks, enable_checkpointing=bool(every), num_sanity_val_steps=0,
+                         accumulate_grad_batches=accumulate)
+    trainer.fit(model, tiny_data(num_train=128) if accumulate > 1 else tiny_data(), ckpt_path=ckpt_path)
     return model, trainer
 
 
-@pytest.mark.parametrize("build", [tiny_moco, tiny_byol], ids=["moco", "byol"])
-def test_stop_and_resume_equals_an_uninterrupted_run(tmp_path, build):
-    n = 6  # 4 batches per epoch: the interruption falls in the middle of epoch 2
-    whole, whole_trainer = fit(tmp_path / "whole", build, 2 * n)
-    first, _ = fit(tmp_path / "first", build, 2 * n, every=n)
+@pytest.mark.parametrize("build, accumulate", [(tiny_moco, 1), (tiny_byol, 1), (tiny_moco, 2)],
+                         ids=["moco", "byol", "moco-accumulate-2"])
+def test_stop_and_resume_equals_an_uninterrupted_run(tmp_path, build, accumulate):
+    n = 6  # 4 (8 micro-) batches per epoch: the interruption falls in the middle of epoch 2
+    whole, whole_trainer = fit(tmp_path / "whole", build, 2 * n, accumulate=accumulate)
+    first, _ = fit(tmp_path / "first", build, 2 * n, every=n, accumulate=accumulate)
     assert first.trainer.global_step == n
     ckpt = next((tmp_path / "first").glob("*step=6.ckpt"))
-    resumed, resumed_trainer = fit(tmp_path / "second", build, 2 * n, ckpt_path=str(ckpt))
+    resumed, resumed_trainer = fit(tmp_path / "second", build, 2 * n, ckpt_path=str(ckpt), accumulate=accumulate)
     a, b = whole.state_dict(), resumed.state_dict()
     assert a.keys() == b.keys()
     for key in a:
@@ -51,3 +53,25 @@ def test_stop_and_resume_equals_an_uninterrupted_run(tmp_path, build):
     assert whole_trainer.lr_scheduler_configs[0].scheduler.state_dict() == \
         resumed_trainer.lr_scheduler_configs[0].scheduler.state_dict()
     assert whole_trainer.global_step == resumed_trainer.global_step == 2 * n
+
+
+class RecordCropBoxes(pl.Callback):
+    def __init__(self):
+        self.boxes = []
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        self.boxes.append(module.augment.views[0].stages[0].last_boxes.clone())
+
+
+def test_micro_batches_of_one_step_draw_their_own_augmentation(tmp_path):
+    """Under gradient accumulation every micro-batch draws its own crops and colours (the
+    generator is seeded by run seed, step, micro-batch and rank): the crop boxes of the two
+    micro-batches of a step differ, and those of a step repeat in a rerun."""
+    runs = []
+    for name in ("a", "b"):
+        recorder = RecordCropBoxes()
+        fit(tmp_path / name, tiny_moco, max_steps=2, accumulate=2, callbacks=[recorder])
+        runs.append(recorder.boxes)
+    first, second = runs[0][:2]  # the two micro-batches of step 0 (same image sizes: 32 x 32)
+    assert not torch.equal(first, second)
+    assert all(torch.equal(a, b) for a, b in zip(*runs))

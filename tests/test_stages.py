@@ -57,8 +57,10 @@ def test_photometric_stage_leaves_mask_untouched():
 
 
 def test_crop_larger_than_canvas_is_a_clear_error():
-    with pytest.raises(ValueError, match="larger than the 32x32 image canvas"):
-        MoCoV2Views(crop_size=64)(blocky_batch())
+    with pytest.raises(ValueError, match="larger than the data's 32x32 image canvas"):
+        MoCoV2Views(crop_size=64).check_canvas(32)
+    with pytest.raises(ValueError, match="CenterCrop size 64 is larger than a 32x32 image"):
+        MoCoV2Views(crop_size=64).evaluate(blocky_batch())
 
 
 def test_mask_of_other_size_is_a_clear_error():

@@ -27,11 +27,12 @@ def resolve_device(name: str) -> torch.device:
 def from_config(configs: list[str], overrides: list[str]) -> tuple[pl.LightningModule, pl.LightningDataModule]:
     """Instantiate the config's model and data module exactly as ``sslkit fit`` would;
     ``overrides`` are LightningCLI-style ``--model.x=...`` / ``--data.x=...`` arguments."""
-    from sslkit.cli import SSLKitCLI
+    from sslkit.cli import SSLKitCLI, check_overlays
 
     for config in configs:
         if not Path(config).is_file():
             raise FileNotFoundError(f"config file '{config}' does not exist")
+    check_overlays(list(configs), "fit")
     args = [item for config in configs for item in ("-c", config)] + list(overrides)
     with mock.patch.object(sys, "argv", sys.argv[:1]):
         cli = SSLKitCLI(args=args, run=False)

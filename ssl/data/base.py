@@ -17,8 +17,16 @@ from torch.utils.data import DataLoader, Dataset, Subset, default_collate
 from .sampler import ResumableSampler
 
 
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
 class SSLDataModule(pl.LightningDataModule):
-    """Shared loaders; subclasses set ``train_set``, ``bank_set`` and ``val_set`` in ``setup``."""
+    """Shared loaders; subclasses set ``train_set``, ``bank_set`` and ``val_set`` in ``setup``.
+    ``mean`` and ``std``: the per-channel statistics recipes normalise with when they name none."""
+
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
 
     def __init__(
         self,

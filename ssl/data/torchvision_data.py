@@ -65,9 +65,12 @@ class _TorchvisionData(SSLDataModule):
 
 
 class CIFAR10(_TorchvisionData):
-    """CIFAR-10 (32 px). ``download: true`` fetches it into ``root``."""
+    """CIFAR-10 (32 px). ``download: true`` fetches it into ``root``. Normalised with its own
+    statistics (solo-learn's ``MEANS_N_STD``)."""
 
     dataset_class = torchvision.datasets.CIFAR10
+    mean = (0.4914, 0.4822, 0.4465)
+    std = (0.2470, 0.2435, 0.2616)
 
     def __init__(self, root: str = "data", download: bool = False, image_size: int = 32,
                  batch_size: int = 512, num_workers: int = 4, knn_bank_size: int | None = None) -> None:
@@ -83,13 +86,18 @@ class CIFAR10(_TorchvisionData):
 
 
 class CIFAR100(CIFAR10):
-    """CIFAR-100 (32 px)."""
+    """CIFAR-100 (32 px), with its own statistics."""
 
     dataset_class = torchvision.datasets.CIFAR100
+    mean = (0.5071, 0.4865, 0.4409)
+    std = (0.2673, 0.2564, 0.2762)
 
 
 class STL10(_TorchvisionData):
     """STL-10 (96 px): pretrain on train+unlabeled, kNN bank on the labelled train split."""
+
+    mean = (0.4914, 0.4823, 0.4466)
+    std = (0.247, 0.243, 0.261)
 
     def __init__(self, root: str = "data", download: bool = False, image_size: int = 96,
                  use_unlabeled: bool = True, batch_size: int = 256, num_workers: int = 4,

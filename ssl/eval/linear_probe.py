@@ -16,7 +16,8 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from sslkit.augmentations.recipes import eval_view
-from sslkit.augmentations.stages import IMAGENET_MEAN, IMAGENET_STD, Normalize, RandomHorizontalFlip, RandomResizedCrop
+from sslkit.augmentations.geometry import RandomHorizontalFlip, RandomResizedCrop
+from sslkit.augmentations.stages import IMAGENET_MEAN, IMAGENET_STD, Normalize
 from sslkit.augmentations.views import View
 
 
@@ -42,6 +43,8 @@ class LinearProbe(pl.LightningModule):
         if dim is None:
             raise ValueError("the backbone must expose its feature size as .dim (use sslkit's build/load_backbone)")
         self.classifier = nn.Linear(dim, num_classes)
+        nn.init.normal_(self.classifier.weight, mean=0.0, std=0.01)  # main_lincls.py
+        nn.init.zeros_(self.classifier.bias)
         self.train_view = View([RandomResizedCrop(crop_size, crop_scale), RandomHorizontalFlip(), Normalize(mean, std)])
         self.eval_view = eval_view(crop_size, mean, std)
         self.val_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")

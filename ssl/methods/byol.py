@@ -27,7 +27,7 @@ class BYOL(SSLHooks, pl.LightningModule):
     """BYOL.
 
     Args:
-        backbone, small_images, backbone_kwargs: see ``build_backbone``.
+        backbone, small_images, small_stem_padding, backbone_kwargs: see ``build_backbone``.
         backbone_weights, backbone_weights_format: initialise the backbone from a checkpoint
             in any format ``sslkit.checkpoints.load_backbone`` reads (see ``MoCoV2``).
         proj_hidden_dim, proj_output_dim: projector ``Linear-BN-ReLU-Linear`` (4096 -> 256).
@@ -35,8 +35,9 @@ class BYOL(SSLHooks, pl.LightningModule):
         tau_base, tau_final: target EMA rate follows ``1 - (1 - tau_base)(cos(pi k/K) + 1)/2``
             from ``tau_base`` at step 0 to ``tau_final`` at the last step K.
         augment: default ``BYOLViews()`` (the asymmetric recipe).
-        optim: default LARS, lr 0.2 x B/256, wd 1.5e-6, biases and norms excluded,
-            10 warm-up epochs, cosine.
+        optim: default BYOL's ImageNet recipe (``byol/utils/optimizers.py``, ``schedules.py``):
+            LARS (trust 1e-3 on ``||g + wd w||``), lr 0.2 x B/256, wd 1.5e-6, biases and norms
+            excluded, 10 warm-up epochs from 0, cosine to 0.
         speed: channels_last and torch.compile (``SpeedConfig``).
     """
 
@@ -44,6 +45,7 @@ class BYOL(SSLHooks, pl.LightningModule):
         self,
         backbone: str = "resnet50",
         small_images: bool = False,
+        small_stem_padding: int = 1,
         backbone_kwargs: dict | None = None,
         backbone_weights: str | None = None,
         backbone_weights_format: str = "auto",
@@ -60,7 +62,8 @@ class BYOL(SSLHooks, pl.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["augment"])
-        self.backbone = build_backbone(backbone, small_images=small_images, **(backbone_kwargs or {}))
+        self.backbone = build_backbone(backbone, small_images=small_images, small_stem_padding=small_stem_padding,
+                                       **(backbone_kwargs or {}))
         if backbone_weights:
             load_backbone_weights(self.backbone, backbone_weights, backbone_weights_format)
         self.projector = mlp_head(self.backbone.dim, proj_hidden_dim, proj_output_dim, batch_norm=True)
@@ -70,7 +73,8 @@ class BYOL(SSLHooks, pl.LightningModule):
         self.augment = augment if augment is not None else BYOLViews()
         reject_swap_negative(self.augment, "BYOL")
         self.optim = optim if optim is not None else OptimConfig(
-            name="lars", lr=0.2, weight_decay=1.5e-6, exclude_bias_and_norm=True, warmup_epochs=10
+            name="lars", lr=0.2, weight_decay=1.5e-6, exclude_bias_and_norm=True, warmup_epochs=10,
+            warmup_ends_at_peak=False,
         )
         self.speed = speed if speed is not None else SpeedConfig()
         self.tau_base = tau_base
@@ -91,10 +95,11 @@ class BYOL(SSLHooks, pl.LightningModule):
         return loss, {"train/tau": torch.tensor(self.current_tau()), "train/embedding_spread": embedding_spread(online[0])}
 
     def optimizer_step(self, *args, **kwargs) -> None:
-        """The target follows the online network right after each optimiser step (BYOL
-        eq. 1), before any checkpoint of that step is written."""
+        """After optimiser step k, the target moves with tau_k: xi <- tau_k xi + (1 - tau_k) theta
+        (BYOL sec. 3.1 and ``target_ema`` in ``byol/utils/schedules.py``; k = 0 uses tau_base).
+        Lightning increments ``global_step`` only after this hook returns, so it is k here."""
         super().optimizer_step(*args, **kwargs)
-        tau = cosine_momentum(self.tau_base, self.tau_final, self.global_step - 1, self._total_steps)
+        tau = cosine_momentum(self.tau_base, self.tau_final, self.global_step, self._total_steps)
         momentum_update(self.backbone, self.target_backbone, tau)
         momentum_update(self.projector, self.target_projector, tau)
 

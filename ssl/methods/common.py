@@ -13,7 +13,7 @@ from torch import nn
 from sslkit.data.base import seed_from_environment
 from sslkit.nn import distributed
 
-from .optim import OptimConfig, build_optimizer, warmup_cosine
+from .optim import OptimConfig, build_optimizer, lr_at, scaled_lr
 from .speed import SpeedConfig, apply_speed, to_memory_format
 
 
@@ -29,15 +29,25 @@ def global_batch_size(module: pl.LightningModule) -> int:
 
 
 def configure_optimization(module: pl.LightningModule, params: nn.Module, config: OptimConfig) -> dict:
-    """Optimiser with lr scaled by the global batch, and a per-step warm-up + cosine schedule."""
+    """Optimiser at the batch-scaled peak rate and its warm-up + cosine schedule (``lr_at``),
+    stepped every optimiser step or every epoch as the recipe says."""
     batch = global_batch_size(module) or config.reference_batch_size
     optimizer = build_optimizer(params, config, batch)
-    total = int(module.trainer.estimated_stepping_batches)
-    warmup = int(round(config.warmup_epochs * steps_per_epoch(module.trainer)))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: warmup_cosine(step, total, warmup, config.final_lr_ratio)
-    )
-    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+    peak = scaled_lr(config, batch)
+    if peak <= 0:
+        raise ValueError(f"optim.lr must be positive, got {config.lr}")
+    trainer = module.trainer
+    if config.schedule_interval == "epoch":
+        if trainer.max_epochs is None or trainer.max_epochs < 1:
+            raise ValueError("optim.schedule_interval: epoch needs trainer.max_epochs; set it, or use 'step'")
+        total, warmup = int(trainer.max_epochs), int(round(config.warmup_epochs))
+    else:
+        total = int(trainer.estimated_stepping_batches)
+        warmup = int(round(config.warmup_epochs * steps_per_epoch(trainer)))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_at(
+        step, total, warmup, peak, config.warmup_start_lr, config.final_lr, config.warmup_ends_at_peak) / peak)
+    return {"optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": config.schedule_interval}}
 
 
 def steps_per_epoch(trainer: pl.Trainer) -> int:
@@ -65,17 +75,25 @@ def augment_on_device(module: pl.LightningModule, batch: dict) -> dict:
 
 
 def seed_step(module: pl.LightningModule) -> None:
-    """The random draws of a training step (augmentation, key shuffles) come from the
-    global generator reseeded with (run seed, step, rank): an interrupted run resumes with
-    the randomness it would have had, whatever ran in between (validation, loader start)."""
-    seed = seed_from_environment()
-    torch.manual_seed((seed * 1_000_003 + module.global_step) * 1_009 + distributed.rank())
+    """The random draws of a training batch (augmentation, key shuffles) come from the global
+    generator reseeded with (run seed, optimiser step, micro-batch of that step, rank): every
+    micro-batch of an accumulated step draws its own crops and colours, and an interrupted run
+    resumes with the randomness it would have had, whatever ran in between."""
+    trainer = module.trainer
+    micro = trainer.fit_loop.epoch_loop.batch_progress.current.ready % max(1, trainer.accumulate_grad_batches)
+    key = ((seed_from_environment() * 1_000_003 + module.global_step) * 1_009 + micro) * 1_013 + distributed.rank()
+    torch.manual_seed(key % (2 ** 63))
 
 
 def check_canvas(module: pl.LightningModule, datamodule) -> None:
+    """Fit the recipe to the data: crops no larger than a fixed-size canvas, and the data's
+    normalisation statistics wherever the recipe names none."""
     canvas = getattr(datamodule, "image_size", None)
-    if canvas is not None:
+    if canvas is not None and not getattr(datamodule, "whole_images", False):
         module.augment.check_canvas(canvas)
+    mean, std = getattr(datamodule, "mean", None), getattr(datamodule, "std", None)
+    if mean is not None and std is not None:
+        module.augment.use_statistics(mean, std)
 
 
 def reject_swap_negative(augment: nn.Module, method: str) -> None:

@@ -21,6 +21,7 @@ from sslkit.nn.backbones import build_backbone
 from sslkit.nn.hardness import HardnessBand, MoCHi, hardness_info_nce_logits, hardness_statistics
 from sslkit.nn.heads import mlp_head
 from sslkit.nn.queue import NegativeQueue
+from sslkit.nn.splitbn import convert_split_batchnorm
 from sslkit.nn.syncbn import convert_global_batchnorm
 
 from .hardness_plot import SimilarityHistogram
@@ -38,7 +39,8 @@ class MoCoV2(SSLHooks, pl.LightningModule):
 
     Args:
         backbone: timm name or ``torchvision.<arch>`` (see ``build_backbone``).
-        small_images: 3x3 stride-1 stem without max-pool, for 32-96 px images.
+        small_images, small_stem_padding: 3x3 stride-1 stem without max-pool, for 32-96 px
+            images, with padding 1 (MoCo's CIFAR demo) or 2 (solo-learn); see ``build_backbone``.
         backbone_weights: initialise the backbone (and so the key encoder) from a
             checkpoint in any format ``sslkit.checkpoints.load_backbone`` reads, loaded
             strictly; ``backbone_weights_format`` names the layout (default: detected).
@@ -50,10 +52,14 @@ class MoCoV2(SSLHooks, pl.LightningModule):
         momentum_end: if set, m follows a cosine schedule from ``momentum`` to this value.
         symmetric: also use (v2 -> v1) and average the two losses; both keys enter the
             queue after both terms are computed, so no view is its own negative.
+        queue_per_view: with ``symmetric``, one queue per key view, each query contrasted
+            with past keys of the other view (solo-learn's MoCo V2+,
+            ``solo/methods/mocov2plus.py``); default one queue for both.
         batchnorm: how the key encoder avoids the BatchNorm leak (sec. 3.3 of MoCo):
             ``shuffle`` shuffles the key batch across ranks (the original, needs DDP);
-            ``split`` computes BN statistics over ``bn_splits`` sub-batches on each device and
-            shuffles keys within the device (the single-GPU CIFAR demo); ``sync`` uses
+            ``split`` normalises ``bn_splits`` interleaved sub-batches separately in both
+            encoders and shuffles keys within the device (``SplitBatchNorm2d``, the authors'
+            single-GPU CIFAR-10 demo); ``sync`` uses
             BatchNorm over the global batch (torch's SyncBatchNorm on GPUs,
             ``sslkit.nn.syncbn.GlobalBatchNorm`` elsewhere); ``plain`` does nothing.
         augment: the view recipe; default ``MoCoV2Views()``. With a ``BackgroundSwap``
@@ -61,7 +67,8 @@ class MoCoV2(SSLHooks, pl.LightningModule):
             is keyed by the key encoder and appended to the query's logits; it never enters
             the queue. With ``symmetric`` it joins the (view 1 -> view 2) term only, the
             one whose query has that background.
-        optim: optimiser and schedule (SGD lr 0.03 x B/256, cosine).
+        optim: default ``main_moco.py`` with ``--cos``: SGD lr 0.03 x B/256, momentum 0.9,
+            wd 1e-4 on every parameter, cosine per epoch.
         speed: channels_last and torch.compile (``SpeedConfig``).
         knn_k, knn_temperature: the kNN monitor on the val split.
         hardness_band: ``[lo, hi]``: each query trains on the queue negatives whose
@@ -80,6 +87,7 @@ class MoCoV2(SSLHooks, pl.LightningModule):
         self,
         backbone: str = "resnet50",
         small_images: bool = False,
+        small_stem_padding: int = 1,
         backbone_kwargs: dict | None = None,
         backbone_weights: str | None = None,
         backbone_weights_format: str = "auto",
@@ -90,7 +98,8 @@ class MoCoV2(SSLHooks, pl.LightningModule):
         momentum: float = 0.999,
         momentum_end: float | None = None,
         symmetric: bool = False,
-        batchnorm: BatchNormMode = "split",
+        queue_per_view: bool = False,
+        batchnorm: BatchNormMode = "shuffle",
         bn_splits: int = 8,
         augment: MultiView | None = None,
         optim: OptimConfig | None = None,
@@ -107,16 +116,22 @@ class MoCoV2(SSLHooks, pl.LightningModule):
         self.save_hyperparameters(ignore=["augment"])
         if batchnorm not in ("split", "shuffle", "sync", "plain"):
             raise ValueError(f"batchnorm must be one of split, shuffle, sync, plain; got '{batchnorm}'")
-        self.backbone = build_backbone(backbone, small_images=small_images, **(backbone_kwargs or {}))
+        self.backbone = build_backbone(backbone, small_images=small_images, small_stem_padding=small_stem_padding,
+                                       **(backbone_kwargs or {}))
         if backbone_weights:
             load_backbone_weights(self.backbone, backbone_weights, backbone_weights_format)
+        if queue_per_view and not symmetric:
+            raise ValueError("model.queue_per_view needs model.symmetric: true (one queue per key view)")
+        if batchnorm == "split":
+            convert_split_batchnorm(self.backbone, bn_splits)
         dim = self.backbone.dim
         self.head = mlp_head(dim, hidden_dim or dim, output_dim)
         self.key_backbone = momentum_copy(self.backbone)
         self.key_head = momentum_copy(self.head)
         self.queue = NegativeQueue(queue_size, output_dim)
+        self.queue_2 = NegativeQueue(queue_size, output_dim) if queue_per_view else None
         self.augment = augment if augment is not None else MoCoV2Views()
-        self.optim = optim if optim is not None else OptimConfig(lr=0.03, weight_decay=1e-4)
+        self.optim = optim if optim is not None else OptimConfig(lr=0.03, weight_decay=1e-4, schedule_interval="epoch")
         self.speed = speed if speed is not None else SpeedConfig()
         self.temperature = temperature
         self.momentum = momentum
@@ -134,26 +149,10 @@ class MoCoV2(SSLHooks, pl.LightningModule):
 
     # ----------------------------------------------------------------- encoders
     def _query(self, images: torch.Tensor) -> torch.Tensor:
-        if self.batchnorm == "split" and self.training:
-            feats = torch.cat([self.backbone(c) for c in self._splits(images)])
-        else:
-            feats = self.backbone(images)
-        return F.normalize(self.head(feats), dim=1)
+        return F.normalize(self.head(self.backbone(images)), dim=1)
 
     def _key_forward(self, images: torch.Tensor) -> torch.Tensor:
-        if self.batchnorm == "split":
-            feats = torch.cat([self.key_backbone(c) for c in self._splits(images)])
-        else:
-            feats = self.key_backbone(images)
-        return F.normalize(self.key_head(feats), dim=1)
-
-    def _splits(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """``bn_splits`` near-equal sub-batches (a batch that lost unreadable images to
-        ``bad_images: skip`` may not divide evenly)."""
-        if images.shape[0] < 2 * self.bn_splits:
-            raise ValueError(f"batchnorm='split' needs at least {2 * self.bn_splits} images per device "
-                             f"(2 per split), got {images.shape[0]}")
-        return images.tensor_split(self.bn_splits)
+        return F.normalize(self.key_head(self.key_backbone(images)), dim=1)
 
     @torch.no_grad()
     def _keys(self, images: torch.Tensor) -> torch.Tensor:
@@ -178,18 +177,24 @@ class MoCoV2(SSLHooks, pl.LightningModule):
         return keys[unshuffle][rank * local:(rank + 1) * local]
 
     # ----------------------------------------------------------------- training
-    def current_momentum(self) -> float:
+    def momentum_at(self, step: int) -> float:
+        """Key-encoder momentum of optimiser step ``step``: constant, or BYOL's cosine from
+        ``momentum`` to ``momentum_end`` (solo-learn's MoCo V2+ uses 0.99 -> 0.999)."""
         if self.momentum_end is None:
             return self.momentum
-        return cosine_momentum(self.momentum, self.momentum_end, self.global_step, self._total_steps)
+        return cosine_momentum(self.momentum, self.momentum_end, step, self._total_steps)
 
-    def step(self, views: list[dict], labels: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """One MoCo step on augmented views: momentum update, loss, enqueue. Returns (loss, stats)."""
-        x1, x2 = views[0]["image"], views[1]["image"]
-        m = self.current_momentum()
+    def optimizer_step(self, *args, **kwargs) -> None:
+        """The key encoder follows the query encoder right after each optimiser step (MoCo
+        eq. 2 applies it before the next step's keys: the same sequence of key encoders)."""
+        super().optimizer_step(*args, **kwargs)
+        m = self.momentum_at(self.global_step)
         momentum_update(self.backbone, self.key_backbone, m)
         momentum_update(self.head, self.key_head, m)
 
+    def step(self, views: list[dict], labels: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """MoCo loss on augmented views, then the keys enter the queue. Returns (loss, stats)."""
+        x1, x2 = views[0]["image"], views[1]["image"]
         negatives = self.queue.keys.clone()
         queue_labels = self.queue.labels.clone()
         q1, k2 = self._query(x1), self._keys(x2)
@@ -199,12 +204,16 @@ class MoCoV2(SSLHooks, pl.LightningModule):
         if "hard_negative" in views[1]:
             logits, swap_stats = self._append_hard_negative(logits, q1, views[1])
         loss = F.cross_entropy(logits, targets)
-        keys = [k2]
         if self.symmetric:
             q2, k1 = self._query(x2), self._keys(x1)
-            loss = 0.5 * (loss + F.cross_entropy(self._logits(q2, k1, negatives).logits, targets))
-            keys.append(k1)
-        self.queue.enqueue(torch.cat(keys), None if labels is None else labels.repeat(len(keys)))
+            negatives_2 = self.queue_2.keys.clone() if self.queue_2 is not None else negatives
+            loss = 0.5 * (loss + F.cross_entropy(self._logits(q2, k1, negatives_2).logits, targets))
+        if self.queue_2 is not None:
+            self.queue.enqueue(k2, labels)
+            self.queue_2.enqueue(k1, labels)
+        else:
+            keys = [k2, k1] if self.symmetric else [k2]
+            self.queue.enqueue(torch.cat(keys), None if labels is None else labels.repeat(len(keys)))
         swap_stats.update(self._hardness_statistics(first, labels, queue_labels))
         with torch.no_grad():
             stats = {
@@ -212,7 +221,7 @@ class MoCoV2(SSLHooks, pl.LightningModule):
                 "train/embedding_spread": embedding_spread(q1),
                 "train/positive_sim": queue_logits[:, 0].mean() * self.temperature,
                 "train/negative_sim": queue_logits[:, 1:].mean() * self.temperature,
-                "train/momentum": torch.tensor(m),
+                "train/momentum": torch.tensor(self.momentum_at(self.global_step)),
                 "queue/filled": self.queue.filled.float() / self.queue.size,
                 **swap_stats,
             }
@@ -268,26 +277,27 @@ class MoCoV2(SSLHooks, pl.LightningModule):
             raise ValueError(f"batchnorm='split' needs data.batch_size ({batch}) divisible by "
                              f"model.bn_splits={self.bn_splits}")
         if batch is not None:
-            per_step = batch * world_size * (2 if self.symmetric else 1)
+            per_step = batch * world_size * (2 if self.symmetric and self.queue_2 is None else 1)
             if self.queue.size < per_step:
                 raise ValueError(
                     f"model.queue_size={self.queue.size} is smaller than the {per_step} keys enqueued "
-                    f"per step (batch {batch} x {world_size} ranks x {2 if self.symmetric else 1} views)"
+                    f"per step (batch {batch} x {world_size} ranks x {per_step // (batch * world_size)} views per queue)"
                 )
 
     def setup(self, stage: str) -> None:
-        super().setup(stage)
-        if self.batchnorm == "sync" and distributed.world_size() > 1:
+        if self.batchnorm == "sync" and distributed.world_size() > 1 and not getattr(self, "_sync_converted", False):
             on_gpu = self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
             for name in ("backbone", "head", "key_backbone", "key_head"):
                 module = getattr(self, name)
                 setattr(self, name, nn.SyncBatchNorm.convert_sync_batchnorm(module) if on_gpu
                         else convert_global_batchnorm(module))
+            self._sync_converted = True
         if self.batchnorm == "shuffle" and self.trainer is not None and self.trainer.world_size == 1:
             rank_zero_warn(
                 "batchnorm='shuffle' on a single process cannot stop the BatchNorm leak; "
                 "use batchnorm='split' on one device"
             )
+        super().setup(stage)
 
     def configure_optimizers(self):
         config = configure_optimization(self, nn.ModuleList([self.backbone, self.head]), self.optim)

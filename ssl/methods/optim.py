@@ -8,33 +8,62 @@ from typing import Literal
 import torch
 from torch import nn
 
+from .lars import TrustRatio
+
 
 @dataclass
 class OptimConfig:
-    """Optimiser settings. ``lr`` is for ``reference_batch_size``; the effective rate is
-    ``lr * global_batch / reference_batch_size`` (Goyal et al. 2017 linear scaling).
+    """Optimiser and schedule of a recipe.
 
-    ``warmup_epochs`` of linear warm-up, then cosine decay to ``final_lr_ratio * lr``.
+    Learning rate: ``lr`` is the peak rate at ``reference_batch_size``; with
+    ``lr_scaling='linear'`` the run uses ``lr * global_batch / reference_batch_size``
+    (Goyal et al. 2017; MoCo, BYOL, solo-learn), with ``'none'`` exactly ``lr`` (SwAV's
+    scripts give 0.6 at batch 256 and 4.8 at 4096 as two recipes, not a rule).
+
+    Schedule (``lr_at``): ``warmup_epochs`` of linear warm-up from ``warmup_start_lr``, then a
+    half cosine from the peak to ``final_lr`` (both absolute, never batch-scaled, as in
+    SwAV's ``main_swav.py`` and solo-learn). ``warmup_ends_at_peak``: the last warm-up step is
+    at the peak (``np.linspace`` in ``main_swav.py``, solo-learn's
+    ``LinearWarmupCosineAnnealingLR``), or, when False, warm-up is ``lr * t / W`` and the peak
+    comes with the first cosine step (BYOL's ``byol/utils/schedules.py``).
+    ``schedule_interval='epoch'`` changes the rate once per epoch (MoCo's ``main_moco.py``).
+
+    LARS (``name='lars'``, see ``sslkit.methods.lars``): ``trust_coefficient`` (eta),
+    ``trust_ratio`` (``byol`` or ``larc``) and ``clip_lr``. ``exclude_bias_and_norm``: biases
+    and normalisation weights (every 1-d tensor) get no weight decay and, with LARS, no
+    trust ratio.
     """
 
     name: Literal["sgd", "lars"] = "sgd"
     lr: float = 0.03
+    lr_scaling: Literal["linear", "none"] = "linear"
     reference_batch_size: int = 256
     weight_decay: float = 1e-4
     momentum: float = 0.9
     nesterov: bool = False
-    warmup_epochs: float = 0.0
-    final_lr_ratio: float = 0.0
     exclude_bias_and_norm: bool = False
     trust_coefficient: float = 0.001
+    trust_ratio: TrustRatio = "byol"
+    clip_lr: bool = False
+    warmup_epochs: float = 0.0
+    warmup_start_lr: float = 0.0
+    warmup_ends_at_peak: bool = True
+    final_lr: float = 0.0
+    schedule_interval: Literal["step", "epoch"] = "step"
 
 
 def scaled_lr(config: OptimConfig, global_batch_size: int) -> float:
+    """The peak learning rate of a run whose optimiser step sees ``global_batch_size`` images."""
+    if config.lr_scaling == "none":
+        return config.lr
+    if config.lr_scaling != "linear":
+        raise ValueError(f"optim.lr_scaling must be 'linear' or 'none', got '{config.lr_scaling}'")
     return config.lr * global_batch_size / config.reference_batch_size
 
 
 def parameter_groups(module: nn.Module, config: OptimConfig) -> list[dict]:
-    """Split trainable parameters so biases and normalisation weights can skip weight decay."""
+    """Trainable parameters, with biases and normalisation weights (1-d tensors) in a group
+    of their own without weight decay or LARS adaptation when the recipe excludes them."""
     params = [p for p in module.parameters() if p.requires_grad]
     if not config.exclude_bias_and_norm:
         return [{"params": params}]
@@ -43,30 +72,34 @@ def parameter_groups(module: nn.Module, config: OptimConfig) -> list[dict]:
     return [{"params": regular}, {"params": exempt, "weight_decay": 0.0, "exclude": True}]
 
 
-
 def build_optimizer(module: nn.Module, config: OptimConfig, global_batch_size: int) -> torch.optim.Optimizer:
     groups = parameter_groups(module, config)
+    lr = scaled_lr(config, global_batch_size)
     if config.name == "lars":
         from .lars import LARS
 
-        return LARS(groups, lr=scaled_lr(config, global_batch_size), momentum=config.momentum,
-                    weight_decay=config.weight_decay, trust_coefficient=config.trust_coefficient)
-    return torch.optim.SGD(
-        groups,
-        lr=scaled_lr(config, global_batch_size),
-        momentum=config.momentum,
-        weight_decay=config.weight_decay,
-        nesterov=config.nesterov,
-    )
+        return LARS(groups, lr=lr, momentum=config.momentum, weight_decay=config.weight_decay,
+                    trust_coefficient=config.trust_coefficient, trust_ratio=config.trust_ratio,
+                    clip=config.clip_lr)
+    if config.name != "sgd":
+        raise ValueError(f"optim.name must be 'sgd' or 'lars', got '{config.name}'")
+    for group in groups:
+        group.pop("exclude", None)
+    return torch.optim.SGD(groups, lr=lr, momentum=config.momentum, weight_decay=config.weight_decay,
+                           nesterov=config.nesterov)
 
 
-def warmup_cosine(step: int, total_steps: int, warmup_steps: int, final_ratio: float = 0.0) -> float:
-    """Multiplier of the base lr at ``step``: linear warm-up, then half-cosine to ``final_ratio``."""
-    if warmup_steps > 0 and step < warmup_steps:
-        return (step + 1) / warmup_steps
-    span = max(1, total_steps - warmup_steps)
-    progress = min(1.0, (step - warmup_steps) / span)
-    return final_ratio + (1 - final_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+def lr_at(step: int, total: int, warmup: int, peak: float, start: float = 0.0, final: float = 0.0,
+          warmup_ends_at_peak: bool = True) -> float:
+    """Learning rate at ``step`` (0-based; steps or epochs) of ``total``: linear warm-up over
+    ``warmup`` steps from ``start``, then ``final + (peak - final)(1 + cos(pi t / (total - warmup)))/2``
+    with ``t = step - warmup``."""
+    if step < warmup:
+        span = warmup - 1 if warmup_ends_at_peak else warmup
+        return start + (peak - start) * step / max(1, span)
+    span = max(1, total - warmup)
+    t = min(step - warmup, span)
+    return final + (peak - final) * 0.5 * (1 + math.cos(math.pi * t / span))
 
 
 torch.serialization.add_safe_globals([OptimConfig])

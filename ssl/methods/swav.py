@@ -7,20 +7,25 @@ prediction). Multi-crop views of one resolution go through the backbone together
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sslkit.augmentations import MultiCropViews, MultiView
+from sslkit.augmentations import IMAGENET_MEAN, MultiCropViews, MultiView
+from sslkit.augmentations.recipes import SWAV_STD
 from sslkit.eval.knn import KNNAccuracy
 from sslkit.checkpoints import load_backbone_weights
 from sslkit.nn.backbones import build_backbone
 from sslkit.nn.heads import mlp_head
+from sslkit.nn import distributed
 from sslkit.nn.losses import sinkhorn, swav_loss
+from sslkit.nn.queue import NegativeQueue
 
-from .common import SSLHooks, check_canvas, configure_optimization, embedding_spread, reject_swap_negative
+from .common import (SSLHooks, check_canvas, configure_optimization, embedding_spread, reject_swap_negative,
+                     steps_per_epoch)
 from .optim import OptimConfig
 from .speed import SpeedConfig
 
@@ -29,20 +34,31 @@ class SwAV(SSLHooks, pl.LightningModule):
     """SwAV with multi-crop.
 
     Args:
-        backbone, small_images, backbone_kwargs: see ``build_backbone``.
+        backbone, small_images, small_stem_padding, backbone_kwargs: see ``build_backbone``.
         backbone_weights, backbone_weights_format: initialise the backbone from a checkpoint
             in any format ``sslkit.checkpoints.load_backbone`` reads (see ``MoCoV2``).
         proj_hidden_dim, proj_output_dim: projector ``Linear-BN-ReLU-Linear`` (2048 -> 128).
         num_prototypes: K (3000 on ImageNet; fewer on small data).
+        prototype_norm: ``renormalize`` (each prototype rescaled to unit length before every
+            step, ``main_swav.py``) or ``weight_norm`` (prototypes ``v / ||v||`` with the
+            gradient through the normalisation, solo-learn's ``nn.utils.weight_norm`` with g = 1).
         temperature: tau of the swapped-prediction softmax (0.1).
         epsilon, sinkhorn_iterations: Sinkhorn regularisation (0.05) and iterations (3).
-        freeze_prototypes_steps: prototypes get no update for this many initial steps.
-        queue_length: per global crop, stored embeddings of past batches added to the
-            scores when computing codes (0 = off; 3840 in the paper for small batches).
-        queue_start_epoch: the queue is used from this epoch on.
-        augment: default ``MultiCropViews()`` (2 x 224 + 6 x 96).
-        optim: default LARS, lr 0.6 x B/256 (4.8 at 4096), final lr ratio 0.001, wd 1e-6,
-            10 warm-up epochs.
+        freeze_prototypes_epochs: prototypes get no update during this many initial epochs
+            (``freeze_prototypes_niters`` 313 at batch 4096 and 5005 at batch 256 in SwAV's
+            scripts: one epoch of ImageNet either way).
+        queue_length: global number of past embeddings per global crop added to the scores
+            when computing codes (0 = off; 3840 in SwAV's batch-256 scripts). As in
+            ``main_swav.py`` it is cut to a multiple of the global batch and each of the W
+            ranks scores ``queue_length / W`` of them, so Sinkhorn sees the whole queue once.
+        queue_start_epoch: the queue is used from this epoch on, once full.
+        queue_fill_epoch: embeddings enter the queue from this epoch on; ``None`` = from
+            ``queue_start_epoch`` (``main_swav.py``); solo-learn fills it from epoch 0.
+        augment: default ``MultiCropViews()`` (2 x 224 + 6 x 96) with SwAV's ImageNet
+            normalisation (std 0.228, 0.224, 0.225).
+        optim: default SwAV's 800-epoch batch-4096 script: LARC (trust 0.001, no clipping)
+            over all parameters, lr 4.8 (not batch-scaled), 10 warm-up epochs from 0.3, cosine
+            to 0.0048, wd 1e-6.
         speed: channels_last and torch.compile (``SpeedConfig``).
     """
 
@@ -50,18 +66,21 @@ class SwAV(SSLHooks, pl.LightningModule):
         self,
         backbone: str = "resnet50",
         small_images: bool = False,
+        small_stem_padding: int = 1,
         backbone_kwargs: dict | None = None,
         backbone_weights: str | None = None,
         backbone_weights_format: str = "auto",
         proj_hidden_dim: int = 2048,
         proj_output_dim: int = 128,
         num_prototypes: int = 3000,
+        prototype_norm: Literal["renormalize", "weight_norm"] = "renormalize",
         temperature: float = 0.1,
         epsilon: float = 0.05,
         sinkhorn_iterations: int = 3,
-        freeze_prototypes_steps: int = 313,
+        freeze_prototypes_epochs: float = 1.0,
         queue_length: int = 0,
         queue_start_epoch: int = 15,
+        queue_fill_epoch: int | None = None,
         augment: MultiView | None = None,
         optim: OptimConfig | None = None,
         speed: SpeedConfig | None = None,
@@ -72,31 +91,39 @@ class SwAV(SSLHooks, pl.LightningModule):
         self.save_hyperparameters(ignore=["augment"])
         if num_prototypes < 2:
             raise ValueError(f"model.num_prototypes must be at least 2, got {num_prototypes}")
-        self.backbone = build_backbone(backbone, small_images=small_images, **(backbone_kwargs or {}))
+        self.backbone = build_backbone(backbone, small_images=small_images, small_stem_padding=small_stem_padding,
+                                       **(backbone_kwargs or {}))
         if backbone_weights:
             load_backbone_weights(self.backbone, backbone_weights, backbone_weights_format)
         self.projector = mlp_head(self.backbone.dim, proj_hidden_dim, proj_output_dim, batch_norm=True)
-        self.prototypes = nn.Linear(proj_output_dim, num_prototypes, bias=False)
-        self.augment = augment if augment is not None else MultiCropViews()
+        if prototype_norm not in ("renormalize", "weight_norm"):
+            raise ValueError(f"model.prototype_norm must be renormalize or weight_norm, got '{prototype_norm}'")
+        self.prototypes = (nn.Linear(proj_output_dim, num_prototypes, bias=False) if prototype_norm == "renormalize"
+                           else NormalizedLinear(proj_output_dim, num_prototypes))
+        self.augment = augment if augment is not None else MultiCropViews(mean=IMAGENET_MEAN, std=SWAV_STD)
         reject_swap_negative(self.augment, "SwAV")
         self.optim = optim if optim is not None else OptimConfig(
-            name="lars", lr=0.6, weight_decay=1e-6, exclude_bias_and_norm=True,
-            warmup_epochs=10, final_lr_ratio=0.001,
+            name="lars", lr=4.8, lr_scaling="none", weight_decay=1e-6, trust_coefficient=0.001,
+            trust_ratio="larc", warmup_epochs=10, warmup_start_lr=0.3, final_lr=0.0048,
         )
         self.speed = speed if speed is not None else SpeedConfig()
         self.temperature = temperature
         self.epsilon = epsilon
         self.sinkhorn_iterations = sinkhorn_iterations
-        self.freeze_prototypes_steps = freeze_prototypes_steps
+        self.freeze_prototypes_epochs = freeze_prototypes_epochs
         self.queue_start_epoch = queue_start_epoch
+        self.queue_fill_epoch = queue_start_epoch if queue_fill_epoch is None else queue_fill_epoch
         self.num_global = getattr(self.augment, "num_global", 2)
-        self.register_buffer("queue", torch.zeros(self.num_global, queue_length, proj_output_dim))
-        self.register_buffer("queue_filled", torch.zeros((), dtype=torch.long))
+        self.queue_length = queue_length
+        self.queues = nn.ModuleList(NegativeQueue(queue_length, proj_output_dim) for _ in range(self.num_global)
+                                    ) if queue_length > 0 else None
+        self._freeze_steps = 0
         self.knn = KNNAccuracy(knn_k, knn_temperature)
 
     @torch.no_grad()
     def normalize_prototypes(self) -> None:
-        self.prototypes.weight.copy_(F.normalize(self.prototypes.weight, dim=1))
+        if isinstance(self.prototypes, nn.Linear):
+            self.prototypes.weight.copy_(F.normalize(self.prototypes.weight, dim=1))
 
     def embed(self, views: list[dict]) -> list[torch.Tensor]:
         """L2-normalised projections per crop; crops of one resolution share a forward."""
@@ -113,8 +140,17 @@ class SwAV(SSLHooks, pl.LightningModule):
             start = end
         return out
 
-    def _use_queue(self) -> bool:
-        return self.queue.shape[1] > 0 and self.current_epoch >= self.queue_start_epoch
+    def _queue_scores(self, crop: int) -> torch.Tensor | None:
+        """Scores of this rank's share of the queue of global crop ``crop`` against the
+        current prototypes, once the queue is in use and full; else ``None``."""
+        if self.queues is None or self.current_epoch < self.queue_start_epoch:
+            return None
+        queue = self.queues[crop]
+        if int(queue.filled) < queue.size:
+            return None
+        share = queue.size // distributed.world_size()
+        rank = distributed.rank()
+        return self.prototypes(queue.keys[rank * share:(rank + 1) * share])
 
     def step(self, views: list[dict], labels: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Swapped-prediction loss over all crops. Returns (loss, stats)."""
@@ -133,10 +169,13 @@ class SwAV(SSLHooks, pl.LightningModule):
                         f"(crop {s}): lower the learning rate or check the data"
                     )
                 crop_scores = scores[s].detach()
-                if self._use_queue() and int(self.queue_filled) >= self.queue.shape[1]:
-                    crop_scores = torch.cat([self.prototypes(self.queue[s]), crop_scores])
+                queued = self._queue_scores(s)
+                if queued is not None:
+                    crop_scores = torch.cat([queued, crop_scores])
                 codes.append(sinkhorn(crop_scores, self.epsilon, self.sinkhorn_iterations)[-batch:])
-            self._enqueue(embeddings[: self.num_global])
+            if self.queues is not None and self.current_epoch >= self.queue_fill_epoch:
+                for queue, z in zip(self.queues, embeddings[: self.num_global]):
+                    queue.enqueue(z)
         loss = swav_loss(scores, codes, self.temperature)
         with torch.no_grad():
             q = torch.cat(codes)
@@ -151,30 +190,40 @@ class SwAV(SSLHooks, pl.LightningModule):
         }
         return loss, stats
 
-    @torch.no_grad()
-    def _enqueue(self, embeddings: list[torch.Tensor]) -> None:
-        length = self.queue.shape[1]
-        if length == 0 or self.current_epoch < self.queue_start_epoch:
-            return
-        batch = embeddings[0].shape[0]
-        if batch > length:
-            raise ValueError(f"model.queue_length={length} is shorter than the batch ({batch})")
-        self.queue[:, batch:] = self.queue[:, :-batch].clone()
-        for s, z in enumerate(embeddings):
-            self.queue[s, :batch] = z.to(self.queue.dtype)
-        self.queue_filled.copy_(torch.clamp(self.queue_filled + batch, max=length))
-
     def on_after_backward(self) -> None:
-        if self.global_step < self.freeze_prototypes_steps:
-            self.prototypes.weight.grad = None
+        if self.global_step < self._freeze_steps:
+            for p in self.prototypes.parameters():
+                p.grad = None
 
     def check_data(self, datamodule, world_size: int = 1) -> None:
         check_canvas(self, datamodule)
         batch = getattr(datamodule, "batch_size", None)
-        length = self.queue.shape[1]
-        if batch is not None and 0 < length < batch:
-            raise ValueError(f"model.queue_length={length} is shorter than the per-device batch ({batch})")
+        if self.queues is None or batch is None:
+            return
+        per_step = batch * world_size
+        length = self.queue_length - self.queue_length % per_step
+        if length == 0:
+            raise ValueError(f"model.queue_length={self.queue_length} is shorter than the global batch "
+                             f"({batch} x {world_size} ranks); raise it or set it to 0")
+        if length != self.queues[0].size:  # main_swav.py: queue_length -= queue_length % (batch * world size)
+            dim = self.queues[0].dim
+            self.queues = nn.ModuleList(NegativeQueue(length, dim) for _ in range(self.num_global)).to(self.device)
 
     def configure_optimizers(self):
         params = nn.ModuleList([self.backbone, self.projector, self.prototypes])
-        return configure_optimization(self, params, self.optim)
+        config = configure_optimization(self, params, self.optim)
+        self._freeze_steps = int(round(self.freeze_prototypes_epochs * steps_per_epoch(self.trainer)))
+        return config
+
+
+class NormalizedLinear(nn.Module):
+    """``x @ (v / ||v||)^T`` with unit-length rows: prototypes as weight normalisation with
+    the gain fixed at 1 (solo-learn's ``nn.utils.weight_norm`` with ``weight_g = 1`` frozen)."""
+
+    def __init__(self, in_features: int, out_features: int) -> None:
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.weight = nn.Linear(in_features, out_features, bias=False).weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, F.normalize(self.weight, dim=1))

@@ -24,11 +24,12 @@ class Backbone(nn.Module):
     ``name`` and ``dim`` travel with the module so heads and exporters can read them.
     """
 
-    def __init__(self, model: nn.Module, dim: int, name: str) -> None:
+    def __init__(self, model: nn.Module, dim: int, name: str, small_stem_padding: int | None = None) -> None:
         super().__init__()
         self.model = model
         self.dim = dim
         self.name = name
+        self.small_stem_padding = small_stem_padding
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(images)
@@ -38,6 +39,7 @@ def build_backbone(
     name: str,
     small_images: bool = False,
     pretrained: bool = False,
+    small_stem_padding: int = 1,
     **kwargs,
 ) -> Backbone:
     """Build a backbone by name.
@@ -46,6 +48,9 @@ def build_backbone(
         name: a timm model name, or ``torchvision.<arch>`` for torchvision models.
         small_images: replace the stem by a 3x3 stride-1 convolution without max-pool,
             the usual ResNet variant for 32-96 px inputs (CIFAR, STL-10).
+        small_stem_padding: that convolution's padding: 1 (the MoCo authors' CIFAR demo) or 2
+            (solo-learn's ``solo/methods/base.py``, which makes 34x34 maps from 32x32 images).
+            The weights are the same shape either way, but the features are not.
         pretrained: load the library's published weights (timm hub or torchvision);
             needs network access the first time.
         **kwargs: passed to ``timm.create_model`` / the torchvision constructor.
@@ -55,8 +60,8 @@ def build_backbone(
     else:
         model, dim = _timm_model(name, pretrained, kwargs)
     if small_images:
-        _use_small_image_stem(model, name)
-    return Backbone(model, dim, name)
+        _use_small_image_stem(model, name, small_stem_padding)
+    return Backbone(model, dim, name, small_stem_padding if small_images else None)
 
 
 def _timm_model(name: str, pretrained: bool, kwargs: dict) -> tuple[nn.Module, int]:
@@ -91,7 +96,7 @@ def _input_features(head: nn.Module) -> int:
     return linears[0].in_features
 
 
-def _use_small_image_stem(model: nn.Module, name: str) -> None:
+def _use_small_image_stem(model: nn.Module, name: str, padding: int = 1) -> None:
     conv = getattr(model, "conv1", None)
     if isinstance(conv, nn.Sequential):
         conv_path, conv = "conv1.0", conv[0]
@@ -102,7 +107,9 @@ def _use_small_image_stem(model: nn.Module, name: str) -> None:
             f"small_images=True is supported for ResNet-style backbones (conv1 + maxpool); "
             f"'{name}' has a different stem"
         )
-    small = nn.Conv2d(conv.in_channels, conv.out_channels, 3, stride=1, padding=1, bias=False)
+    if padding not in (1, 2):
+        raise ValueError(f"small_stem_padding must be 1 or 2, got {padding}")
+    small = nn.Conv2d(conv.in_channels, conv.out_channels, 3, stride=1, padding=padding, bias=False)
     model.set_submodule(conv_path, small)
     model.maxpool = nn.Identity()
 
