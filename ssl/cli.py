@@ -7,9 +7,9 @@ plus the tools around training.
     sslkit preview -c configs/demo_bg.yaml --out views.png
     sslkit masks --images DIR --out DIR --model u2net
     sslkit backgrounds -c configs/demo_bg.yaml --ckpt_path runs/.../last.ckpt
-    sslkit probe -c configs/linear_probe.yaml --source runs/.../last.ckpt
-    sslkit spectrum -c configs/linear_probe.yaml --source runs/.../last.ckpt
-    sslkit export --ckpt runs/.../last.ckpt --out backbone.pth --format torchvision
+    sslkit probe -c configs/linear_probe.yaml --ckpt_path runs/.../last.ckpt
+    sslkit spectrum -c configs/linear_probe.yaml --ckpt_path runs/.../last.ckpt
+    sslkit export --ckpt_path runs/.../last.ckpt --out backbone.pth --format torchvision
 """
 from __future__ import annotations
 
@@ -114,7 +114,8 @@ def run_name(argv: list[str]) -> str:
 
 
 class SSLKitCLI(LightningCLI):
-    def __init__(self, args=None, run: bool = True) -> None:
+    def __init__(self, args=None, run: bool = True, instantiate_trainer: bool = True) -> None:
+        self._with_trainer = instantiate_trainer
         argv = list(sys.argv[1:] if args is None else args)
         logger = {"class_path": "pytorch_lightning.loggers.CSVLogger",
                   "init_args": {"save_dir": "runs", "name": run_name(argv)}}
@@ -133,7 +134,9 @@ class SSLKitCLI(LightningCLI):
         )
 
 
-    def instantiate_trainer(self, **kwargs) -> pl.Trainer:
+    def instantiate_trainer(self, **kwargs) -> pl.Trainer | None:
+        if not self._with_trainer:  # inspection tools: model and data only, on whatever device is here
+            return None
         try:
             return super().instantiate_trainer(**kwargs)
         except MisconfigurationException as err:

@@ -100,7 +100,7 @@ def test_probe_configs_parse():
 
     for name in sorted(os.listdir(os.path.join(REPO, "configs"))):
         if name.startswith("linear_probe"):
-            cfg = build_parser().parse_args(["-c", os.path.join(REPO, "configs", name), "--source", "x.ckpt"])
+            cfg = build_parser().parse_args(["-c", os.path.join(REPO, "configs", name), "--ckpt_path", "x.ckpt"])
             assert cfg.data.class_path.startswith("sslkit.data."), name
 
 

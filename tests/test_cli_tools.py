@@ -65,20 +65,21 @@ def test_probe_and_spectrum_of_a_trained_checkpoint(tmp_path):
     ckpt = next((tmp_path / "runs" / "demo").glob("version_*/checkpoints/last.ckpt"))
     probe_cfg = os.path.join(REPO, "configs", "linear_probe.yaml")
     small = ["--data.init_args.num_train=256", "--data.init_args.num_val=128", "--data.init_args.batch_size=64"]
-    first = run(["probe", "-c", probe_cfg, "--source", str(ckpt), *small, "--l2_grid=[0.001,0.1]"], tmp_path)
+    first = run(["probe", "-c", probe_cfg, "--ckpt_path", str(ckpt), *small, "--l2_grid=[0.001,0.1]"], tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
     record = json.loads((ckpt.parent / "probe_fast.json").read_text())
     assert 0.0 < record["top1"] <= record["top5"] <= 1.0 and record["n_train"] == 256
     assert 0.0 < record["knn_top1"] <= 1.0
     assert record["features_from_cache"] is False
-    again = run(["probe", "-c", probe_cfg, "--source", str(ckpt), *small, "--l2_grid=[0.001,0.1]"], tmp_path)
+    again = run(["probe", "-c", probe_cfg, "--ckpt_path", str(ckpt), *small, "--l2_grid=[0.001,0.1]"], tmp_path)
     assert json.loads((ckpt.parent / "probe_fast.json").read_text())["features_from_cache"] is True
     assert again.returncode == 0
 
-    unlabelled = run(["probe", "-c", probe_cfg, "--source", str(tmp_path / "nope.ckpt"), *small], tmp_path)
-    assert unlabelled.returncode != 0 and "nope.ckpt' does not exist" in unlabelled.stderr
+    unlabelled = run(["probe", "-c", probe_cfg, "--ckpt_path", str(tmp_path / "nope.ckpt"), *small], tmp_path)
+    assert unlabelled.returncode != 0 and "nope.ckpt' is no checkpoint file that exists" in unlabelled.stderr
+    assert "Traceback" not in unlabelled.stderr  # one plain line
 
-    spectrum = run(["spectrum", "-c", probe_cfg, "--source", str(ckpt), *small], tmp_path)
+    spectrum = run(["spectrum", "-c", probe_cfg, "--ckpt_path", str(ckpt), *small], tmp_path)
     assert spectrum.returncode == 0, spectrum.stderr[-3000:]
     report = json.loads((ckpt.parent / "spectrum.json").read_text())
     assert set(report) >= {"backbone", "projector"}
@@ -87,6 +88,7 @@ def test_probe_and_spectrum_of_a_trained_checkpoint(tmp_path):
 
     exported = run(["export", "--ckpt", str(ckpt), "--out", "backbone.pth", "--format", "timm"], tmp_path)
     assert exported.returncode == 0, exported.stderr[-3000:]
+    assert "--ckpt is now --ckpt_path" in exported.stderr  # the old flag still works, for one release
     import timm
 
     from sslkit.checkpoints import load_backbone

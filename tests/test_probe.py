@@ -87,8 +87,8 @@ def test_extraction_needs_labels_and_checkpoints_need_a_backbone(tmp_path):
     torch.save({"state_dict": {"classifier.weight": torch.zeros(2, 2)}, "hyper_parameters": {}}, path)
     with pytest.raises(CheckpointError, match="cannot tell the format of .*other.ckpt"):
         load_backbone(path)
-    path.write_bytes(b"truncated")
-    with pytest.raises(CheckpointError, match="cannot read checkpoint"):
+    path.write_bytes(b"PK\x03\x04truncated")
+    with pytest.raises(CheckpointError, match="cannot read checkpoint .* truncated or not a PyTorch file"):
         load_backbone(path)
 
 

@@ -2,19 +2,20 @@
 (``load_backbone``), initialising a method from one (``load_backbone_weights``), and
 plain timm/torchvision state_dicts out (``export_backbone``)."""
 from .export import export_backbone
-from .formats import FORMATS, detect_format
+from .formats import FORMATS, CheckpointError, detect_format
 from .loading import (
-    CheckpointError,
     LoadReport,
     file_digest,
+    infer_resnet_arch,
     load_backbone,
     load_backbone_report,
     load_backbone_weights,
     load_projector,
-    read_checkpoint,
 )
+from .reading import read_checkpoint
 
 __all__ = [
-    "FORMATS", "CheckpointError", "LoadReport", "detect_format", "export_backbone", "file_digest", "load_backbone",
-    "load_backbone_report", "load_backbone_weights", "load_projector", "read_checkpoint",
+    "FORMATS", "CheckpointError", "LoadReport", "detect_format", "export_backbone", "file_digest",
+    "infer_resnet_arch", "load_backbone", "load_backbone_report", "load_backbone_weights", "load_projector",
+    "read_checkpoint",
 ]

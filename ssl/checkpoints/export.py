@@ -19,7 +19,8 @@ import timm
 import torch
 import torchvision
 
-from .loading import CheckpointError, load_backbone_report
+from .formats import CheckpointError
+from .loading import load_backbone_report
 
 
 def stock_model(arch: str, format: str) -> torch.nn.Module:
@@ -40,13 +41,13 @@ def export_backbone(
     format: Literal["torchvision", "timm"] = "torchvision",
     arch: str | None = None,
     source_format: str = "auto",
+    branch: str | None = None,
 ) -> Path:
     """Write the backbone of ``source`` to ``out`` as a stock ``format`` state_dict."""
     if format not in ("torchvision", "timm"):
         raise ValueError(f"export format must be torchvision or timm, got '{format}'")
-    backbone, report = load_backbone_report(source, arch, source_format)
-    if isinstance(getattr(backbone.model, "maxpool", None), torch.nn.Identity) and \
-            tuple(getattr(backbone.model, "conv1", torch.nn.Conv2d(3, 1, 7)).kernel_size) == (3, 3):
+    backbone, report = load_backbone_report(source, arch, source_format, branch)
+    if report.small_stem_padding is not None:
         raise CheckpointError(
             f"'{source}' has sslkit's small-image stem (3x3 conv1, no max-pool), which stock {format} "
             f"models lack; load it with sslkit.checkpoints.load_backbone instead"

@@ -1,14 +1,17 @@
 """Checkpoint layouts researchers actually have, recognised by their keys.
 
-Each format turns a loaded checkpoint into a flat state_dict of the backbone under
-torchvision/timm names (``conv1.weight``, ``layer1.0.bn1.running_mean``, ...), plus an
-architecture hint when the file records one. Classifier and head keys survive this step;
-the loader drops them.
+A ``Format`` turns a loaded checkpoint into the flat state_dict of one backbone under
+torchvision/timm names (``conv1.weight``, ``layer1.0.bn1.running_mean``, ...). Files that
+hold several networks (online/target, query/key, student/teacher, model/EMA) name them as
+*branches*: ``online`` and ``momentum`` everywhere, plus the project's own word for each.
+Each format says which branch its project evaluates by default; the loader reports the
+branch it took. Classifier and head keys survive this step; the loader drops and reports them.
 """
 from __future__ import annotations
 
+import argparse
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -35,85 +38,186 @@ def main_state_dict(checkpoint: dict) -> StateDict | None:
     return None
 
 
-def _strip(state: StateDict, prefix: str) -> StateDict:
-    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+def strip(state: StateDict | None, prefix: str) -> StateDict:
+    return {k[len(prefix):]: v for k, v in (state or {}).items() if k.startswith(prefix)}
 
 
-def _has(state: StateDict | None, prefix: str) -> bool:
+def has(state: StateDict | None, prefix: str) -> bool:
     return state is not None and any(k.startswith(prefix) for k in state)
 
 
-def _torchvision_arch(name: str | None) -> str | None:
-    return None if not name else (name if name.startswith("torchvision.") else f"torchvision.{name}")
-
-
 RESNET_CHILDREN = ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4", "avgpool"]
+
+
+def from_sequential(state: StateDict, prefix: str = "") -> StateDict:
+    """Keys of ``nn.Sequential(*resnet.children()[:-1])`` (``4.0.conv1.weight``) under
+    torchvision names (``layer1.0.conv1.weight``); indices past the ResNet (a head a
+    project appended to the Sequential) keep their index and are reported as extra."""
+    out = {}
+    for key, value in strip(state, prefix).items():
+        index, _, rest = key.partition(".")
+        known = index.isdigit() and int(index) < len(RESNET_CHILDREN)
+        out[f"{RESNET_CHILDREN[int(index)]}.{rest}" if known else f"extra.{key}"] = value
+    return out
+
+
+def torchvision_arch(name) -> str | None:
+    if not isinstance(name, str) or not name:
+        return None
+    return name if name.startswith("torchvision.") else f"torchvision.{name}"
+
+
+@dataclass(frozen=True)
+class Branch:
+    """One network of a checkpoint: how to get its backbone state, and what the project calls it."""
+
+    extract: Callable[[dict], StateDict]
+    word: str
 
 
 @dataclass(frozen=True)
 class Format:
     name: str
     description: str
+    files: str
     detect: Callable[[dict], bool]
-    extract: Callable[[dict], StateDict]
-    arch: Callable[[dict], str | None] = lambda checkpoint: None
-    small_images: Callable[[dict], bool | None] = lambda checkpoint: None
+    branches: Callable[[dict], dict[str, Branch]]
+    default_branch: Callable[[dict], str] = lambda c: "online"
+    arch: Callable[[dict], str | None] = lambda c: None
+    small_stem_padding: Callable[[dict], int | None] = lambda c: None
+    fallback: bool = False
+    notes: dict = field(default_factory=dict)
+
+
+def single(extract: Callable[[dict], StateDict], word: str = "network") -> Callable[[dict], dict[str, Branch]]:
+    return lambda c: {"online": Branch(extract, word)}
+
+
+def two(online: tuple[Callable[[dict], StateDict], str], momentum: tuple[Callable[[dict], StateDict], str]):
+    """Branches ``online`` and ``momentum`` (the latter only when the file holds it)."""
+    def branches(c: dict) -> dict[str, Branch]:
+        found = {"online": Branch(*online)}
+        if momentum[0](c):
+            found["momentum"] = Branch(*momentum)
+        return found
+    return branches
+
+
+# ----------------------------------------------------------------------------- sslkit
+def _sslkit_state(c: dict) -> StateDict | None:
+    return tensor_dict(c.get("state_dict"))
 
 
 def _sslkit_detect(c: dict) -> bool:
-    return "backbone" in (c.get("hyper_parameters") or {}) and _has(tensor_dict(c.get("state_dict")), "backbone.model.")
+    return "backbone" in (c.get("hyper_parameters") or {}) and has(_sslkit_state(c), "backbone.model.")
 
 
-def _moco_detect(c: dict) -> bool:
-    return _has(main_state_dict(c), "module.encoder_q.")
+def _sslkit_momentum(c: dict) -> StateDict:
+    state = _sslkit_state(c)
+    return strip(state, "key_backbone.model.") or strip(state, "target_backbone.model.")
 
 
-def _mocov3_detect(c: dict) -> bool:
-    return _has(main_state_dict(c), "module.base_encoder.")
+def _sslkit_stem(c: dict) -> int | None:
+    hparams = c.get("hyper_parameters") or {}
+    return int(hparams.get("small_stem_padding", 1)) if hparams.get("small_images") else None
 
 
-def _swav_detect(c: dict) -> bool:
+# ----------------------------------------------------------------------------- DINO
+def _dino_part(c: dict, part: str) -> StateDict:
+    state = tensor_dict(c.get(part))
+    return strip(state, "module.backbone.") or strip(state, "backbone.")
+
+
+def _dino_arch(c: dict) -> str | None:
+    args = c.get("args")
+    arch = getattr(args, "arch", None) if isinstance(args, argparse.Namespace) else None
+    if not arch:
+        return None
+    if arch.startswith("vit_"):  # DINO's ViT follows timm's key names
+        return f"{arch}_patch{getattr(args, 'patch_size', 16)}_224"
+    return torchvision_arch(arch)
+
+
+# ----------------------------------------------------------------------------- timm
+def _timm_detect(c: dict) -> bool:
+    return tensor_dict(c.get("state_dict")) is not None and (
+        tensor_dict(c.get("state_dict_ema")) is not None or isinstance(c.get("args"), argparse.Namespace))
+
+
+def _timm_part(c: dict, key: str) -> StateDict:
+    state = tensor_dict(c.get(key)) or {}
+    return {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in state.items()}
+
+
+def _timm_arch(c: dict) -> str | None:
+    args = c.get("args")
+    name = getattr(args, "model", None) if isinstance(args, argparse.Namespace) else None
+    return name or (c.get("arch") if isinstance(c.get("arch"), str) else None)
+
+
+# ----------------------------------------------------------------------------- BYOL ports
+LUCIDRAINS = ("learner.", "")  # a Lightning module holding `learner = BYOL(net)`, or the learner itself
+
+
+def _lucidrains_prefix(c: dict) -> str | None:
     state = main_state_dict(c)
-    return state is not None and "module.conv1.weight" in state
+    return next((p for p in LUCIDRAINS if has(state, f"{p}online_encoder.net.")), None)
 
 
-BYOL_PREFIXES = ("online_encoder.net.", "online_network.encoder.", "module.online_network.encoder.", "online_backbone.")
+def _lucidrains_online(c: dict) -> StateDict:
+    state, prefix = main_state_dict(c), _lucidrains_prefix(c)
+    return strip(state, f"{prefix}net.") or strip(state, f"{prefix}online_encoder.net.")
 
 
-def _byol_prefix(c: dict) -> str | None:
-    state = main_state_dict(c)
-    return next((p for p in BYOL_PREFIXES if _has(state, p)), None)
+def _lucidrains_target(c: dict) -> StateDict:
+    prefix = _lucidrains_prefix(c)
+    return strip(main_state_dict(c), f"{prefix}target_encoder.net.") if prefix is not None else {}
+
+
+def _yaox12_prefix(c: dict) -> str | None:
+    state = tensor_dict(c.get("model"))
+    return next((p for p in ("module.", "") if has(state, f"{p}online_network.encoder.")), None)
+
+
+# ----------------------------------------------------------------------------- solo-learn
+def _solo_state(c: dict) -> StateDict | None:
+    return tensor_dict(c.get("state_dict"))
 
 
 def _solo_detect(c: dict) -> bool:
-    state = tensor_dict(c.get("state_dict"))
-    return _has(state, "backbone.") and not _has(state, "backbone.model.") and not _has(state, "backbone.0.")
+    state = _solo_state(c)
+    return has(state, "classifier.") and (has(state, "backbone.conv1.") or has(state, "encoder.conv1."))
 
 
-def _solo_arch(c: dict) -> str | None:
-    backbone = (c.get("hyper_parameters") or {}).get("backbone")
-    return _torchvision_arch(backbone.get("name")) if isinstance(backbone, dict) else None
+def _solo_name(c: dict) -> str:
+    return "backbone" if has(_solo_state(c), "backbone.conv1.") else "encoder"  # "encoder" before Dec 2021
 
 
-def _solo_small(c: dict) -> bool | None:
-    backbone = (c.get("hyper_parameters") or {}).get("backbone")
-    if isinstance(backbone, dict) and isinstance(backbone.get("kwargs"), dict):
-        return backbone["kwargs"].get("cifar")
-    return None
+def _solo_stem(c: dict) -> int | None:
+    conv1 = strip(_solo_state(c), f"{_solo_name(c)}.").get("conv1.weight")
+    return 2 if conv1 is not None and tuple(conv1.shape[-2:]) == (3, 3) else None
 
 
-def _lightly_detect(c: dict) -> bool:
+# ----------------------------------------------------------------------------- lightly
+def _lightly_benchmark_roles(c: dict) -> tuple[str, str | None, str, str]:
+    """(online prefix, momentum prefix, default branch, words) of lightly's benchmark modules:
+    DINO keeps its teacher in ``backbone`` and the student in ``student_backbone``."""
     state = main_state_dict(c)
-    return _has(state, "backbone.0.") and _has(state, "backbone.4.")
+    if has(state, "student_backbone."):
+        return "student_backbone.", "backbone.", "momentum", "student/teacher"
+    for momentum in ("teacher_backbone.", "key_backbone."):
+        if has(state, momentum):
+            return "backbone.", momentum, "online", f"backbone/{momentum[:-1]}"
+    return "backbone.", None, "online", "backbone"
 
 
-def _lightly_extract(c: dict) -> StateDict:
-    out = {}
-    for key, value in _strip(main_state_dict(c), "backbone.").items():
-        index, _, rest = key.partition(".")
-        if index.isdigit() and int(index) < len(RESNET_CHILDREN):
-            out[f"{RESNET_CHILDREN[int(index)]}.{rest}"] = value
-    return out
+def _lightly_benchmark_branches(c: dict) -> dict[str, Branch]:
+    online, momentum, _, words = _lightly_benchmark_roles(c)
+    state = main_state_dict(c)
+    found = {"online": Branch(lambda c: strip(state, online), words.split("/")[0])}
+    if momentum:
+        found["momentum"] = Branch(lambda c: strip(state, momentum), words.split("/")[1])
+    return found
 
 
 def _vissl_trunk(c: dict) -> StateDict | None:
@@ -129,35 +233,83 @@ def _plain_detect(c: dict) -> bool:
 
 
 FORMATS: list[Format] = [
-    Format("sslkit", "sslkit checkpoint of any method (backbone.model.*, hyper_parameters.backbone)",
-           _sslkit_detect, lambda c: _strip(c["state_dict"], "backbone.model."),
-           lambda c: c["hyper_parameters"]["backbone"], lambda c: c["hyper_parameters"].get("small_images")),
-    Format("moco", "official MoCo v1/v2 release (state_dict, module.encoder_q.*)",
-           _moco_detect, lambda c: _strip(main_state_dict(c), "module.encoder_q."),
-           lambda c: _torchvision_arch(c.get("arch"))),
-    Format("mocov3", "official MoCo v3 release (state_dict, module.base_encoder.*)",
-           _mocov3_detect, lambda c: _strip(main_state_dict(c), "module.base_encoder."),
-           lambda c: _torchvision_arch(c.get("arch")) if str(c.get("arch", "")).startswith("resnet") else None),
-    Format("swav", "official SwAV release (module.*, with projection_head and prototypes)",
-           _swav_detect, lambda c: _strip(main_state_dict(c), "module.")),
-    Format("byol", f"BYOL PyTorch ports (keys under {', '.join(BYOL_PREFIXES)})",
-           lambda c: _byol_prefix(c) is not None, lambda c: _strip(main_state_dict(c), _byol_prefix(c))),
-    Format("solo-learn", "solo-learn checkpoint (state_dict, backbone.*)",
-           _solo_detect, lambda c: _strip(c["state_dict"], "backbone."), _solo_arch, _solo_small),
-    Format("lightly", "lightly model with backbone = nn.Sequential(*resnet.children()[:-1]) (backbone.<i>.*)",
-           _lightly_detect, _lightly_extract),
+    Format("sslkit", "an sslkit checkpoint of any method (backbone.model.*, hyper_parameters record the backbone)",
+           "runs/<name>/version_N/checkpoints/last.ckpt", _sslkit_detect,
+           two((lambda c: strip(_sslkit_state(c), "backbone.model."), "backbone"),
+               (_sslkit_momentum, "key/target backbone")),
+           arch=lambda c: c["hyper_parameters"]["backbone"], small_stem_padding=_sslkit_stem),
+    Format("moco", "official MoCo v1/v2 (state_dict, module.encoder_q.* / module.encoder_k.*, arch recorded)",
+           "moco_v2_800ep_pretrain.pth.tar, checkpoint_0199.pth.tar", lambda c: has(main_state_dict(c), "module.encoder_q."),
+           two((lambda c: strip(main_state_dict(c), "module.encoder_q."), "query encoder"),
+               (lambda c: strip(main_state_dict(c), "module.encoder_k."), "key encoder")),
+           arch=lambda c: torchvision_arch(c.get("arch"))),
+    Format("mocov3", "official MoCo v3 (state_dict, module.base_encoder.* / module.momentum_encoder.*)",
+           "r-50-1000ep.pth.tar", lambda c: has(main_state_dict(c), "module.base_encoder."),
+           two((lambda c: strip(main_state_dict(c), "module.base_encoder."), "base encoder"),
+               (lambda c: strip(main_state_dict(c), "module.momentum_encoder."), "momentum encoder")),
+           arch=lambda c: torchvision_arch(c.get("arch")) if str(c.get("arch", "")).startswith("resnet") else None),
+    Format("swav", "official SwAV, release or training file (module.*, with projection_head and prototypes)",
+           "swav_800ep_pretrain.pth.tar, checkpoint.pth.tar",
+           lambda c: (main_state_dict(c) or {}).get("module.conv1.weight") is not None,
+           single(lambda c: strip(main_state_dict(c), "module."))),
+    Format("dino", "official DINO full checkpoint (student/teacher, module.backbone.*, args); the teacher is "
+                   "what DINO evaluates", "dino_resnet50_full_checkpoint.pth, checkpoint.pth",
+           lambda c: tensor_dict(c.get("teacher")) is not None and tensor_dict(c.get("student")) is not None,
+           two((lambda c: _dino_part(c, "student"), "student"), (lambda c: _dino_part(c, "teacher"), "teacher")),
+           default_branch=lambda c: "momentum", arch=_dino_arch),
+    Format("timm", "timm train.py checkpoint (state_dict, state_dict_ema, args); the EMA weights are what timm "
+                   "loads by default", "model_best.pth.tar, last.pth.tar",
+           _timm_detect,
+           two((lambda c: _timm_part(c, "state_dict"), "model"), (lambda c: _timm_part(c, "state_dict_ema"), "EMA")),
+           default_branch=lambda c: "momentum" if tensor_dict(c.get("state_dict_ema")) else "online", arch=_timm_arch),
+    Format("byol-lucidrains", "lucidrains byol-pytorch learner or its Lightning example (learner.net.*, "
+                              "learner.target_encoder.net.*)", "epoch=N-step=M.ckpt",
+           lambda c: _lucidrains_prefix(c) is not None,
+           two((_lucidrains_online, "online network"), (_lucidrains_target, "target network"))),
+    Format("byol-sthalles", "sthalles PyTorch-BYOL (online_network_state_dict, encoder.<i>.*)", "model.pth",
+           lambda c: tensor_dict(c.get("online_network_state_dict")) is not None,
+           two((lambda c: from_sequential(c["online_network_state_dict"], "encoder."), "online network"),
+               (lambda c: from_sequential(tensor_dict(c.get("target_network_state_dict")) or {}, "encoder."),
+                "target network"))),
+    Format("byol-yaox12", "yaox12 BYOL-PyTorch (model: module.online_network.encoder.<i>.*)", "resnet50_300.pth.tar",
+           lambda c: _yaox12_prefix(c) is not None,
+           two((lambda c: from_sequential(c["model"], f"{_yaox12_prefix(c)}online_network.encoder."), "online network"),
+               (lambda c: from_sequential(c["model"], f"{_yaox12_prefix(c)}target_network.encoder."),
+                "target network"))),
+    Format("solo-learn", "solo-learn checkpoint (state_dict: backbone.*, or encoder.* before Dec 2021; CIFAR "
+                         "stem with padding 2)", "byol-cifar10-<id>-ep=999.ckpt", _solo_detect,
+           two((lambda c: strip(_solo_state(c), f"{_solo_name(c)}."), "backbone"),
+               (lambda c: strip(_solo_state(c), f"momentum_{_solo_name(c)}."), "momentum backbone")),
+           small_stem_padding=_solo_stem),
+    Format("lightly-benchmark", "lightly's ImageNet benchmark modules (backbone.* under torchvision names, "
+                                "online_classifier.*)", "epoch=99-step=N.ckpt",
+           lambda c: has(main_state_dict(c), "online_classifier.") and has(main_state_dict(c), "backbone.conv1."),
+           _lightly_benchmark_branches, default_branch=lambda c: _lightly_benchmark_roles(c)[2]),
+    Format("lightly", "lightly examples and tutorial: backbone = nn.Sequential(*resnet.children()[:-1]) "
+                      "(backbone.<i>.*, backbone_momentum.<i>.*, or {'resnet18_parameters': ...})", "model.pth",
+           lambda c: has(main_state_dict(c), "backbone.0.") or tensor_dict(c.get("resnet18_parameters")) is not None,
+           two((lambda c: from_sequential(c["resnet18_parameters"]) if "resnet18_parameters" in c
+                else from_sequential(main_state_dict(c), "backbone."), "backbone"),
+               (lambda c: from_sequential(main_state_dict(c) or {}, "backbone_momentum."), "backbone_momentum"))),
     Format("vissl", "VISSL checkpoint (classy_state_dict.base_model.model.trunk, _feature_blocks.*)",
-           lambda c: _vissl_trunk(c) is not None, lambda c: _strip(_vissl_trunk(c), "_feature_blocks.")),
-    Format("plain", "plain timm or torchvision state_dict (conv1.*, layer1.*, ...; optionally under state_dict/model)",
-           _plain_detect, lambda c: dict(main_state_dict(c))),
+           "model_final_checkpoint_phase199.torch", lambda c: _vissl_trunk(c) is not None,
+           single(lambda c: strip(_vissl_trunk(c), "_feature_blocks."), "trunk")),
+    Format("plain", "a timm or torchvision state_dict (conv1.*, layer1.*, ...), bare or under state_dict / model; "
+                    ".safetensors too", "resnet50-19c8e357.pth, pytorch_model.bin, model.safetensors", _plain_detect,
+           single(lambda c: dict(main_state_dict(c))), fallback=True),
 ]
 FORMATS_BY_NAME = {f.name: f for f in FORMATS}
+BRANCH_WORDS = {"online": "online", "student": "online", "query": "online", "model": "online", "base": "online",
+                "backbone": "online", "momentum": "momentum", "teacher": "momentum", "key": "momentum",
+                "target": "momentum", "ema": "momentum"}
 
 
 def detect_format(checkpoint: dict, source: str) -> Format:
-    """The one format whose key layout ``checkpoint`` has; an error lists the candidates
-    when none or several match."""
+    """The one format whose key layout ``checkpoint`` has (a specific one before ``plain``);
+    an error lists the candidates when none or several match."""
     matches = [f for f in FORMATS if f.detect(checkpoint)]
+    specific = [f for f in matches if not f.fallback]
+    matches = specific or matches
     if len(matches) == 1:
         return matches[0]
     known = "\n".join(f"  {f.name}: {f.description}" for f in FORMATS)

@@ -1,53 +1,84 @@
 """Backbones from any supported checkpoint, loaded strictly.
 
-``load_backbone(source, arch=None, format="auto")`` returns an ``nn.Module`` with the
-``build_backbone`` contract (normalised images -> pooled features, ``.dim``, ``.name``).
-Files are read with ``weights_only=True``: tensors and plain containers only, nothing
-executed. Classifier and SSL-head keys are dropped and reported; any other missing or
-unexpected key, or a tensor of the wrong shape, is an error that names it.
+``load_backbone(source, arch=None, format="auto", branch=None, small_stem_padding=None)``
+returns an ``nn.Module`` with the ``build_backbone`` contract (normalised images -> pooled
+features, ``.dim``, ``.name``). Classifier and SSL-head keys are dropped and reported; any
+other missing or unexpected key, or a tensor of the wrong shape, is an error that names it.
+A loader must never succeed with a different network: the branch taken (online or
+momentum/teacher/EMA) is reported, and a small-image stem whose padding the file does not
+record is an error until the caller names it.
 """
 from __future__ import annotations
 
+import difflib
 import hashlib
 import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import timm
 import torch
+import torchvision
 from torch import nn
 
-from sslkit.nn.backbones import Backbone, build_backbone
+from sslkit.nn.backbones import TORCHVISION_PREFIX, Backbone, build_backbone
 
-from .formats import FORMATS_BY_NAME, CheckpointError, StateDict, detect_format
+from .formats import BRANCH_WORDS, FORMATS_BY_NAME, CheckpointError, Format, StateDict, detect_format
+from .reading import read_checkpoint
 
 HEAD_PREFIXES = ("fc.", "head.", "heads.", "classifier.", "projection_head.", "prototypes.", "predictor.",
-                 "projector.", "head_drop.")
-
-
-def read_checkpoint(path: str | Path) -> dict:
-    """The checkpoint dict at ``path``, loaded with ``weights_only=True``."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint '{path}' does not exist")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - torch raises many types for a bad file
-        raise CheckpointError(
-            f"cannot read checkpoint '{path}' with weights_only=True (truncated, not a torch file, "
-            f"or it holds arbitrary Python objects, which sslkit refuses to unpickle): {err}"
-        ) from err
-    if not isinstance(checkpoint, dict):
-        raise CheckpointError(f"'{path}' holds a {type(checkpoint).__name__}, not a checkpoint dict")
-    return checkpoint
+                 "projector.", "head_drop.", "extra.")
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt", ".tar", ".bin", ".safetensors", ".pkl", ".torch", ".pickle")
 
 
 @dataclass
 class LoadReport:
-    """What strict loading did: the format, the architecture, and the head keys dropped."""
+    """What loading did: the format, the branch taken (and the others there were), the
+    architecture (and whether it was inferred), the stem, and the head keys dropped."""
 
+    source: str
     format: str
     arch: str
+    branch: str = "online"
+    branch_word: str = "network"
+    branches: dict[str, str] = field(default_factory=dict)
+    default_branch: str = "online"
+    arch_inferred: bool = False
+    small_stem_padding: int | None = None
     dropped: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        stem = "standard stem" if self.small_stem_padding is None else \
+            f"small-image stem (3x3 stride-1 conv1, padding {self.small_stem_padding}, no max-pool)"
+        arch = f"{self.arch} ({'inferred from the weights' if self.arch_inferred else 'recorded'})"
+        text = f"'{self.source}': {self.format} format, the {self.branch_word}"
+        if len(self.branches) > 1:
+            default = " (this format's default)" if self.branch == self.default_branch else ""
+            others = ", ".join(f"branch='{b}' for the {w}" for b, w in self.branches.items() if b != self.branch)
+            text += f" ({self.branch} branch{default}; {others})"
+        text += f", as {arch} with a {stem}"
+        if self.dropped:
+            text += f"; dropped {len(self.dropped)} head tensors ({', '.join(self.dropped[:3])}{', ...' if len(self.dropped) > 3 else ''})"
+        return text
+
+
+def infer_resnet_arch(state: StateDict) -> str | None:
+    """The torchvision ResNet whose keys and shapes ``state`` has (resnet18 ... resnet152,
+    wide_resnet50_2/101_2), or ``None``."""
+    if "layer1.0.conv1.weight" not in state:
+        return None
+    blocks = []
+    for layer in range(1, 5):
+        indices = {int(k.split(".")[1]) for k in state if k.startswith(f"layer{layer}.") and k.split(".")[1].isdigit()}
+        blocks.append(len(indices))
+    bottleneck = "layer1.0.conv3.weight" in state
+    width = state["layer1.0.conv1.weight"].shape[0]
+    table = {(False, (2, 2, 2, 2)): "resnet18", (False, (3, 4, 6, 3)): "resnet34",
+             (True, (3, 4, 6, 3)): "resnet50", (True, (3, 4, 23, 3)): "resnet101", (True, (3, 8, 36, 3)): "resnet152"}
+    name = table.get((bottleneck, tuple(blocks)))
+    if name in ("resnet50", "resnet101") and width == 128:
+        name = f"wide_{name}_2"
+    return f"{TORCHVISION_PREFIX}{name}" if name else None
 
 
 def load_state_strict(backbone: Backbone, state: StateDict, source: str) -> list[str]:
@@ -73,72 +104,139 @@ def load_state_strict(backbone: Backbone, state: StateDict, source: str) -> list
     return dropped
 
 
-def _resolve(checkpoint: dict, source: str, arch: str | None, format: str, small_images: bool | None):
+def _format(checkpoint: dict, source: str, format: str) -> Format:
     if format == "auto":
-        spec = detect_format(checkpoint, source)
-    elif format in FORMATS_BY_NAME:
-        spec = FORMATS_BY_NAME[format]
-        if not spec.detect(checkpoint):
-            raise CheckpointError(f"'{source}' does not have the key layout of format '{format}': {spec.description}")
+        return detect_format(checkpoint, source)
+    if format not in FORMATS_BY_NAME:
+        raise ValueError(f"unknown checkpoint format '{format}'; choose auto or one of {', '.join(FORMATS_BY_NAME)}")
+    spec = FORMATS_BY_NAME[format]
+    if not spec.detect(checkpoint):
+        raise CheckpointError(f"'{source}' does not have the key layout of format '{format}': {spec.description}")
+    return spec
+
+
+def _branch(spec: Format, checkpoint: dict, source: str, branch: str | None) -> tuple[str, str, dict]:
+    branches = spec.branches(checkpoint)
+    words = {name: b.word for name, b in branches.items()}
+    if branch is None:
+        chosen = spec.default_branch(checkpoint)
     else:
-        raise ValueError(f"unknown format '{format}'; choose auto or one of {', '.join(FORMATS_BY_NAME)}")
-    state = spec.extract(checkpoint)
+        chosen = BRANCH_WORDS.get(branch.lower())
+        if chosen is None:
+            raise ValueError(f"unknown branch '{branch}': use online or momentum (or student/teacher, query/key, "
+                             f"model/ema, online/target)")
+    if chosen not in branches:
+        raise CheckpointError(f"'{source}' ({spec.name} format) holds no {chosen} network, only: "
+                              f"{', '.join(f'{n} ({w})' for n, w in words.items())}")
+    return chosen, words[chosen], words
+
+
+def _stem(spec: Format, checkpoint: dict, state: StateDict, source: str, requested: int | None) -> int | None:
+    """The small-stem padding to build, ``None`` for a standard stem."""
+    recorded = spec.small_stem_padding(checkpoint)
+    conv1 = state.get("conv1.weight")
+    small = recorded is not None or (conv1 is not None and conv1.dim() == 4 and tuple(conv1.shape[-2:]) == (3, 3))
+    if not small:
+        return None
+    if recorded is not None and requested is not None and recorded != requested:
+        raise CheckpointError(f"'{source}' records a small-image stem with padding {recorded}, not the "
+                              f"small_stem_padding={requested} asked for")
+    padding = recorded if recorded is not None else requested
+    if padding is None:
+        raise CheckpointError(
+            f"'{source}' has a small-image ResNet stem (3x3 stride-1 conv1, no max-pool) and the file does not "
+            f"record its padding, which changes every feature: pass small_stem_padding=1 (MoCo's CIFAR demo, "
+            f"sslkit) or 2 (solo-learn) (--small_stem_padding on the command line)")
+    return padding
+
+
+def resolve(checkpoint: dict, source: str, arch: str | None = None, format: str = "auto",
+            branch: str | None = None, small_stem_padding: int | None = None) -> tuple[StateDict, LoadReport]:
+    """The backbone state of ``checkpoint`` and the report of how it was read."""
+    spec = _format(checkpoint, source, format)
+    chosen, word, words = _branch(spec, checkpoint, source, branch)
+    state = spec.branches(checkpoint)[chosen].extract(checkpoint)
+    if not state:
+        raise CheckpointError(f"'{source}' ({spec.name} format) has no weights in its {word}")
+    inferred = False
     arch = arch or spec.arch(checkpoint)
     if arch is None:
+        arch, inferred = infer_resnet_arch(state), True
+    if arch is None:
         raise CheckpointError(
-            f"'{source}' ({spec.name} format) does not record its architecture: pass arch=, e.g. "
-            f"'torchvision.resnet50' or a timm name"
-        )
-    if small_images is None:
-        small_images = spec.small_images(checkpoint)
-    if small_images is None:
-        conv1 = state.get("conv1.weight")
-        small_images = conv1 is not None and conv1.dim() == 4 and tuple(conv1.shape[-2:]) == (3, 3)
-    return spec, state, arch, bool(small_images)
+            f"'{source}' ({spec.name} format) does not record its architecture and it is not a torchvision "
+            f"ResNet: pass arch=, e.g. 'torchvision.resnet50' or a timm name (--arch on the command line)")
+    padding = _stem(spec, checkpoint, state, source, small_stem_padding)
+    report = LoadReport(source, spec.name, arch, chosen, word, words, spec.default_branch(checkpoint), inferred,
+                        padding)
+    return state, report
+
+
+def _hub_or_missing(source: str, small_images: bool) -> Backbone:
+    """A name that is not a file: a timm/torchvision model name (weights from the hub), or an error."""
+    looks_like_file = source.endswith(CHECKPOINT_SUFFIXES) or "/" in source or "\\" in source
+    name = source.removeprefix(TORCHVISION_PREFIX)
+    known = timm.is_model(source) or (source.startswith(TORCHVISION_PREFIX)
+                                      and name in torchvision.models.list_models(module=torchvision.models))
+    if looks_like_file or not known:
+        candidates = [str(p) for p in Path(".").glob(f"*{Path(source).suffix}")] if looks_like_file else timm.list_models()
+        close = difflib.get_close_matches(source, candidates, n=3, cutoff=0.6)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        what = "checkpoint file" if looks_like_file else "file, nor a timm or torchvision.<arch> model name,"
+        raise FileNotFoundError(f"'{source}' is no {what} that exists.{hint}")
+    return build_backbone(source, small_images=small_images, pretrained=True)
 
 
 def load_backbone_report(
-    source: str | Path, arch: str | None = None, format: str = "auto", small_images: bool | None = None,
+    source: str | Path, arch: str | None = None, format: str = "auto", branch: str | None = None,
+    small_stem_padding: int | None = None,
 ) -> tuple[Backbone, LoadReport]:
     """``load_backbone`` that also returns the ``LoadReport``."""
     source = str(source)
     if not Path(source).exists():
-        if format in ("auto", "hub") and "/" not in source and not source.endswith((".pth", ".pt", ".ckpt", ".tar")):
-            backbone = build_backbone(source, small_images=bool(small_images), pretrained=True)
-            return backbone.eval(), LoadReport("hub", source)
-        raise FileNotFoundError(f"checkpoint '{source}' does not exist")
+        if format not in ("auto", "hub"):
+            raise FileNotFoundError(f"checkpoint '{source}' does not exist")
+        backbone = _hub_or_missing(source, small_stem_padding is not None)
+        return backbone.eval(), LoadReport(source, "hub", source)
     checkpoint = read_checkpoint(source)
-    spec, state, arch, small = _resolve(checkpoint, source, arch, format, small_images)
+    state, report = resolve(checkpoint, source, arch, format, branch, small_stem_padding)
     hparams = checkpoint.get("hyper_parameters") or {}
-    kwargs = (hparams.get("backbone_kwargs") or {}) if spec.name == "sslkit" else {}
-    backbone = build_backbone(arch, small_images=small, **kwargs)
-    dropped = load_state_strict(backbone, state, source)
-    return backbone.eval(), LoadReport(spec.name, arch, dropped)
+    kwargs = (hparams.get("backbone_kwargs") or {}) if report.format == "sslkit" else {}
+    backbone = build_backbone(report.arch, small_images=report.small_stem_padding is not None,
+                              small_stem_padding=report.small_stem_padding or 1, **kwargs)
+    report.dropped = load_state_strict(backbone, state, source)
+    return backbone.eval(), report
 
 
 def load_backbone(
-    source: str | Path, arch: str | None = None, format: str = "auto", small_images: bool | None = None,
+    source: str | Path, arch: str | None = None, format: str = "auto", branch: str | None = None,
+    small_stem_padding: int | None = None,
 ) -> Backbone:
     """A pretrained backbone from ``source``: a checkpoint file in any supported format
-    (``sslkit``, ``moco``, ``mocov3``, ``swav``, ``byol``, ``solo-learn``, ``lightly``,
-    ``vissl``, ``plain`` timm/torchvision state_dicts; ``auto`` detects it from the keys),
-    or, when no such file exists, a timm model name (or ``torchvision.<arch>``) whose
-    published weights are downloaded (needs network).
+    (``FORMATS``; ``auto`` detects it from the keys), or, when no such file exists, a timm
+    model name (or ``torchvision.<arch>``) whose published weights are downloaded.
 
-    ``arch``: the architecture (``torchvision.resnet50``, a timm name), needed where the
-    file does not record it. ``small_images``: the 3x3 stride-1 ResNet stem; by default
-    from the checkpoint, else detected from a 3x3 ``conv1``.
+    ``arch``: the architecture (``torchvision.resnet50``, a timm name) where the file does
+    not record it (torchvision ResNets are recognised from their weights). ``branch``:
+    ``online`` or ``momentum`` (or the project's word: student/teacher, query/key,
+    model/ema, online/target); each format has a default, reported. ``small_stem_padding``:
+    the padding of a 3x3 small-image stem where the file does not record it.
     """
-    return load_backbone_report(source, arch, format, small_images)[0]
+    return load_backbone_report(source, arch, format, branch, small_stem_padding)[0]
 
 
-def load_backbone_weights(backbone: Backbone, source: str | Path, format: str = "auto") -> LoadReport:
-    """Initialise an existing ``backbone`` (of the right architecture) from ``source``."""
+def load_backbone_weights(backbone: Backbone, source: str | Path, format: str = "auto",
+                          branch: str | None = None) -> LoadReport:
+    """Initialise an existing ``backbone`` (of the right architecture and stem) from ``source``."""
     source = str(source)
     checkpoint = read_checkpoint(source)
-    spec, state, _, _ = _resolve(checkpoint, source, backbone.name, format, None)
-    dropped = load_state_strict(backbone, state, source)
-    return LoadReport(spec.name, backbone.name, dropped)
+    state, report = resolve(checkpoint, source, backbone.name, format, branch, backbone.small_stem_padding)
+    if report.small_stem_padding != backbone.small_stem_padding:
+        raise CheckpointError(f"'{source}' has a {'standard' if report.small_stem_padding is None else 'small-image'} "
+                              f"stem but the model was built with "
+                              f"{'small_images: false' if backbone.small_stem_padding is None else 'small_images: true'}")
+    report.dropped = load_state_strict(backbone, state, source)
+    return report
 
 
 def load_projector(source: str | Path) -> nn.Module | None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from unittest import mock
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -26,7 +25,9 @@ def resolve_device(name: str) -> torch.device:
 
 def from_config(configs: list[str], overrides: list[str]) -> tuple[pl.LightningModule, pl.LightningDataModule]:
     """Instantiate the config's model and data module exactly as ``sslkit fit`` would;
-    ``overrides`` are LightningCLI-style ``--model.x=...`` / ``--data.x=...`` arguments."""
+    ``overrides`` are LightningCLI-style ``--model.x=...`` / ``--data.x=...`` arguments. The
+    trainer is not built: inspection runs on whatever device is here, whatever the config's
+    trainer asks for."""
     from sslkit.cli import SSLKitCLI, check_overlays
 
     for config in configs:
@@ -34,21 +35,17 @@ def from_config(configs: list[str], overrides: list[str]) -> tuple[pl.LightningM
             raise FileNotFoundError(f"config file '{config}' does not exist")
     check_overlays(list(configs), "fit")
     args = [item for config in configs for item in ("-c", config)] + list(overrides)
-    with mock.patch.object(sys, "argv", sys.argv[:1]):
-        cli = SSLKitCLI(args=args, run=False)
+    cli = SSLKitCLI(args=args, run=False, instantiate_trainer=False)
     return cli.model, cli.datamodule
 
 
 def load_weights(model: pl.LightningModule, ckpt_path: str) -> None:
     """Weights of an sslkit checkpoint into ``model`` (strict; missing or unexpected keys
-    are named). Loaded with ``weights_only=True``: nothing in the file is executed."""
-    if not Path(ckpt_path).is_file():
-        raise FileNotFoundError(f"checkpoint '{ckpt_path}' does not exist")
-    try:
-        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - torch raises many types for a bad file
-        raise ValueError(f"cannot read checkpoint '{ckpt_path}': {err}") from err
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+    are named). Read without unpickling anything but tensors and sslkit's configuration."""
+    from sslkit.checkpoints import read_checkpoint
+
+    checkpoint = read_checkpoint(ckpt_path)
+    if "state_dict" not in checkpoint:
         raise ValueError(f"'{ckpt_path}' is not an sslkit/Lightning checkpoint (no 'state_dict')")
     result = model.load_state_dict(checkpoint["state_dict"], strict=False)
     if result.missing_keys or result.unexpected_keys:
@@ -58,20 +55,67 @@ def load_weights(model: pl.LightningModule, ckpt_path: str) -> None:
         )
 
 
+RENAMED_FLAGS = {"--source": "--ckpt_path", "--ckpt": "--ckpt_path", "--source_format": "--ckpt_format"}
+
+
+def renamed(argv: list[str]) -> list[str]:
+    """Flags renamed in 0.2 keep working for one release, with a note naming the new one."""
+    out = []
+    for arg in argv:
+        flag, eq, value = arg.partition("=")
+        if flag in RENAMED_FLAGS:
+            print(f"sslkit: {flag} is now {RENAMED_FLAGS[flag]} (the old name goes in the next release)",
+                  file=sys.stderr)
+            arg = RENAMED_FLAGS[flag] + eq + value
+        out.append(arg)
+    return out
+
+
+def add_checkpoint_arguments(parser, required: bool = True) -> None:
+    """``--ckpt_path`` (any checkpoint ``load_backbone`` reads, or a timm/torchvision model
+    name for hub weights) and how to read it: ``--arch``, ``--ckpt_format``, ``--branch``,
+    ``--small_stem_padding``. The same flags in every command that takes a backbone."""
+    parser.add_argument("--ckpt_path", type=str, required=required, default=None,
+                        help="checkpoint in any format sslkit reads (README: formats), or a timm model name")
+    parser.add_argument("--arch", type=str | None, default=None,
+                        help="architecture, where the file does not record it and it is no torchvision ResNet")
+    parser.add_argument("--ckpt_format", type=str, default="auto", help="layout of the checkpoint (default: detected)")
+    parser.add_argument("--branch", type=str | None, default=None,
+                        help="online or momentum (student/teacher, query/key, model/ema) where the file holds both")
+    parser.add_argument("--small_stem_padding", type=int | None, default=None,
+                        help="padding of a 3x3 small-image stem the file does not record (1 or 2)")
+
+
+def checkpoint_backbone(args):
+    """The backbone the checkpoint arguments name, and the one-line report of how it was read."""
+    from sslkit.checkpoints import load_backbone_report
+
+    backbone, report = load_backbone_report(args.ckpt_path, args.arch, args.ckpt_format, args.branch,
+                                            args.small_stem_padding)
+    print(f"sslkit: loaded {report.summary()}", file=sys.stderr)
+    return backbone
+
+
 def add_source_arguments(parser) -> None:
-    """``-c``, ``--source`` (any checkpoint ``load_backbone`` reads, or a hub name),
-    ``--arch``, ``--source_format``, ``--data`` and the evaluation view (``--crop_size``,
-    ``--mean``, ``--std``): what ``sslkit probe`` and ``sslkit spectrum`` share (jsonargparse)."""
+    """What ``sslkit probe`` and ``sslkit spectrum`` share (jsonargparse): ``-c``, the
+    checkpoint arguments, ``--data`` and the evaluation view (``--crop_size``, ``--resize``,
+    ``--mean``, ``--std``; mean/std default to the data module's statistics)."""
     from jsonargparse import ActionConfigFile
 
-    from sslkit.augmentations.stages import IMAGENET_MEAN, IMAGENET_STD
-
     parser.add_argument("-c", "--config", action=ActionConfigFile)
-    parser.add_argument("--source", type=str, required=True,
-                        help="checkpoint in any format load_backbone reads, or a timm model name (hub weights)")
-    parser.add_argument("--arch", type=str | None, default=None, help="architecture, where --source does not record it")
-    parser.add_argument("--source_format", type=str, default="auto", help="layout of --source (default: detected)")
+    add_checkpoint_arguments(parser)
     parser.add_subclass_arguments(pl.LightningDataModule, "data", required=True)
     parser.add_argument("--crop_size", type=int, default=224)
-    parser.add_argument("--mean", type=tuple[float, float, float], default=IMAGENET_MEAN)
-    parser.add_argument("--std", type=tuple[float, float, float], default=IMAGENET_STD)
+    parser.add_argument("--resize", type=int | None, default=None,
+                        help="shorter side before the centre crop (default: crop / 0.875 for whole images)")
+    parser.add_argument("--mean", type=tuple[float, float, float] | None, default=None)
+    parser.add_argument("--std", type=tuple[float, float, float] | None, default=None)
+
+
+def eval_view_of(args, data):
+    """The evaluation view of ``args`` with the data module's statistics where none are given."""
+    from sslkit.augmentations.recipes import eval_view
+
+    mean = args.mean or getattr(data, "mean", None)
+    std = args.std or getattr(data, "std", None)
+    return eval_view(args.crop_size, mean, std, args.resize)

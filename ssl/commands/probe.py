@@ -1,7 +1,8 @@
 """``sslkit probe``: linear probe of a pretrained backbone.
 
-    sslkit probe -c configs/linear_probe.yaml --source runs/demo/version_0/checkpoints/last.ckpt
-    sslkit probe -c configs/linear_probe_cifar10.yaml --source CKPT --protocol standard
+    sslkit probe -c configs/linear_probe.yaml --ckpt_path runs/demo/version_0/checkpoints/last.ckpt
+    sslkit probe -c configs/linear_probe_cifar10.yaml --ckpt_path CKPT --protocol standard
+    sslkit probe -c configs/linear_probe_imagenet.yaml --ckpt_path dino_full.pth --branch student
 
 Fast path (default): features extracted once (centre crop, no augmentation, progress
 bar), cached on disk keyed by checkpoint, data and view; full-batch L-BFGS logistic
@@ -20,8 +21,7 @@ import pytorch_lightning as pl
 from jsonargparse import ArgumentParser
 from torch.utils.data import DataLoader
 
-from sslkit.augmentations.recipes import eval_view
-from sslkit.checkpoints import file_digest, load_backbone
+from sslkit.checkpoints import file_digest
 from sslkit.eval.backgrounds import VARIANTS, BackgroundsChallenge
 from sslkit.eval.cache import cached_features, describe
 from sslkit.eval.features import extract_features
@@ -29,7 +29,7 @@ from sslkit.eval.knn import knn_predict
 from sslkit.eval.linear import fit_logistic_regression, linear_probe, topk_accuracy
 from sslkit.eval.linear_probe import LinearProbe
 
-from .common import add_source_arguments, resolve_device
+from .common import add_source_arguments, checkpoint_backbone, eval_view_of, renamed, resolve_device
 
 
 def build_parser() -> ArgumentParser:
@@ -62,13 +62,15 @@ def _loader(data, dataset, shuffle: bool = False) -> DataLoader:
 
 
 def fast_probe(args, backbone, data, device) -> dict:
-    view = eval_view(args.crop_size, args.mean, args.std).to(device)
+    view = eval_view_of(args, data).to(device)
     transform = lambda batch: view(batch)["image"]  # noqa: E731
-    digest = file_digest(args.source) if Path(args.source).is_file() else f"hub:{args.source}"
+    digest = file_digest(args.ckpt_path) if Path(args.ckpt_path).is_file() else f"hub:{args.ckpt_path}"
 
     def features_of(name: str, dataset):
-        parts = {"checkpoint": digest, "data": describe(data), "split": name,
-                 "view": {"crop_size": args.crop_size, "mean": list(args.mean), "std": list(args.std)}}
+        normalize = view.stages[-1]
+        parts = {"checkpoint": digest, "branch": args.branch, "data": describe(data), "split": name,
+                 "view": {"crop_size": args.crop_size, "resize": args.resize, "mean": normalize.mean.flatten().tolist(),
+                          "std": normalize.std.flatten().tolist()}}
         return cached_features(args.cache_dir, parts,
                                lambda: extract_features(backbone, _loader(data, dataset), transform, device, name))
 
@@ -94,7 +96,8 @@ def fast_probe(args, backbone, data, device) -> dict:
 
 def standard_probe(args, backbone, data, device) -> dict:
     num_classes = int(max(_max_label(data.train_set), _max_label(data.val_set))) + 1
-    module = LinearProbe(backbone, num_classes, args.crop_size, mean=args.mean, std=args.std, lr=args.lr,
+    module = LinearProbe(backbone, num_classes, args.crop_size, mean=args.mean or data.mean, std=args.std or data.std,
+                         resize=args.resize, lr=args.lr,
                          momentum=args.momentum, weight_decay=args.weight_decay, nesterov=args.nesterov,
                          milestones=args.milestones)
     trainer = pl.Trainer(max_epochs=args.epochs, accelerator="gpu" if device.type == "cuda" else "cpu",
@@ -113,20 +116,21 @@ def _max_label(dataset) -> int:
 
 def main(argv: list[str]) -> None:
     parser = build_parser()
-    cfg = parser.parse_args(argv)
+    cfg = parser.parse_args(renamed(argv))
     init = parser.instantiate_classes(cfg)
     data = init.data
     if init.num_workers is not None:
         data.num_workers = init.num_workers
     data.setup("fit")
     device = resolve_device(init.device)
-    backbone = load_backbone(init.source, init.arch, init.source_format).to(device)
+    backbone = checkpoint_backbone(init).to(device)
     start = time.perf_counter()
     record = fast_probe(init, backbone, data, device) if init.protocol == "fast" else standard_probe(init, backbone, data, device)
-    record.update(source=init.source, protocol=init.protocol, seconds=time.perf_counter() - start)
-    beside = Path(init.source).is_file()
+    record.update(ckpt_path=init.ckpt_path, branch=init.branch, protocol=init.protocol,
+                  seconds=time.perf_counter() - start)
+    beside = Path(init.ckpt_path).is_file()
     out = Path(init.out) if init.out else (
-        Path(init.source).with_name(f"probe_{init.protocol}.json") if beside else Path(f"probe_{init.protocol}.json"))
+        Path(init.ckpt_path).with_name(f"probe_{init.protocol}.json") if beside else Path(f"probe_{init.protocol}.json"))
     out.write_text(json.dumps(record, indent=2))
     knn = f", kNN top-1 {100 * record['knn_top1']:.2f}%" if "knn_top1" in record else ""
     print(f"\nsslkit probe ({init.protocol}): top-1 {100 * record['top1']:.2f}%, top-5 {100 * record['top5']:.2f}%"

@@ -1,6 +1,6 @@
 """``sslkit spectrum``: eigenspectrum of a checkpoint's representation (SPEC §6).
 
-    sslkit spectrum -c configs/linear_probe.yaml --source runs/demo/version_0/checkpoints/last.ckpt
+    sslkit spectrum -c configs/linear_probe.yaml --ckpt_path runs/demo/version_0/checkpoints/last.ckpt
 
 Features of the data module's val split (centre crop, no augmentation) from the backbone
 and, where the method has one, from its projector; for each, alpha (power-law fit),
@@ -17,12 +17,11 @@ from jsonargparse import ArgumentParser
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from sslkit.augmentations.recipes import eval_view
-from sslkit.checkpoints import load_backbone, load_projector
+from sslkit.checkpoints import load_projector
 from sslkit.eval.features import extract_features
 from sslkit.eval.spectrum import eigenspectrum, plot_spectrum
 
-from .common import add_source_arguments, resolve_device
+from .common import add_source_arguments, checkpoint_backbone, eval_view_of, renamed, resolve_device
 
 
 def build_parser() -> ArgumentParser:
@@ -34,12 +33,25 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--weighting", type=str, default="1/n", help="1/n or uniform")
     parser.add_argument("--out", type=str | None, default=None, help="folder (default: beside the checkpoint)")
     parser.add_argument("--device", type=str, default="auto")
-    # options of the probe config that do not apply here are accepted and ignored
-    for name, kind in (("protocol", str), ("l2_grid", list[float]), ("val_fraction", float), ("epochs", int),
-                       ("lr", float), ("momentum", float), ("weight_decay", float), ("milestones", list[int]),
-                       ("cache_dir", str | None), ("max_iter", int), ("nesterov", bool), ("backgrounds", bool)):
-        parser.add_argument(f"--{name}", type=kind | None, default=None, help="(probe option, unused here)")
     return parser
+
+
+def probe_config_shared(argv: list[str], parser: ArgumentParser) -> list[str]:
+    """A probe config (``configs/linear_probe*.yaml``) names the data and the view for both
+    commands; its probe-only options are left out here, so spectrum declares only its own."""
+    import yaml
+
+    accepted = {action.dest.split(".")[0] for action in parser._actions}
+    out, i = [], 0
+    while i < len(argv):
+        if argv[i] in ("-c", "--config") and i + 1 < len(argv) and Path(argv[i + 1]).is_file():
+            values = yaml.safe_load(Path(argv[i + 1]).read_text()) or {}
+            out += ["--config", yaml.safe_dump({k: v for k, v in values.items() if k in accepted})]
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
 
 
 class _Chain(nn.Module):
@@ -53,7 +65,7 @@ class _Chain(nn.Module):
 
 def main(argv: list[str]) -> None:
     parser = build_parser()
-    cfg = parser.parse_args(argv)
+    cfg = parser.parse_args(probe_config_shared(renamed(argv), parser))
     init = parser.instantiate_classes(cfg)
     data = init.data
     data.setup("fit")
@@ -63,11 +75,11 @@ def main(argv: list[str]) -> None:
     if init.num_samples is not None:
         dataset = Subset(dataset, range(min(init.num_samples, len(dataset))))
     device = resolve_device(init.device)
-    backbone = load_backbone(init.source, init.arch, init.source_format).to(device)
-    view = eval_view(init.crop_size, init.mean, init.std).to(device)
+    backbone = checkpoint_backbone(init).to(device)
+    view = eval_view_of(init, data).to(device)
     loader = DataLoader(dataset, batch_size=data.batch_size, num_workers=getattr(data, "num_workers", 0))
     encoders = {"backbone": backbone}
-    projector = load_projector(init.source) if Path(init.source).is_file() else None
+    projector = load_projector(init.ckpt_path) if Path(init.ckpt_path).is_file() else None
     if projector is not None:
         encoders["projector"] = _Chain(backbone, projector.to(device)).eval()
     reports = {}
@@ -75,9 +87,9 @@ def main(argv: list[str]) -> None:
         features, _ = extract_features(encoder, loader, lambda b: view(b)["image"], device, name)
         reports[name] = eigenspectrum(features, init.fit_range, init.weighting)
         print(f"{name:>9}: {reports[name].summary()}")
-    out = Path(init.out) if init.out else (Path(init.source).parent if Path(init.source).is_file() else Path("."))
+    out = Path(init.out) if init.out else (Path(init.ckpt_path).parent if Path(init.ckpt_path).is_file() else Path("."))
     out.mkdir(parents=True, exist_ok=True)
-    (out / "spectrum.json").write_text(json.dumps({"source": init.source, "split": init.split,
+    (out / "spectrum.json").write_text(json.dumps({"ckpt_path": init.ckpt_path, "branch": init.branch, "split": init.split,
                                                    **{k: r.to_dict() for k, r in reports.items()}}, indent=2))
-    plot_spectrum(reports, str(out / "spectrum.png"), f"{Path(init.source).name}, {init.split} split")
+    plot_spectrum(reports, str(out / "spectrum.png"), f"{Path(init.ckpt_path).name}, {init.split} split")
     print(f"sslkit spectrum: wrote {out / 'spectrum.json'} and {out / 'spectrum.png'}")

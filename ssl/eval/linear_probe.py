@@ -1,9 +1,9 @@
-"""The standard linear-probe protocol as a LightningModule (SPEC §7).
+"""The standard linear-probe protocol as a LightningModule (MoCo ``main_lincls.py``).
 
 A frozen backbone (kept in eval mode: its BatchNorm statistics never move), one linear
-layer, training views RandomResizedCrop + flip made on the device, centre crop for
-evaluation. MoCo's settings by default: SGD lr 30, momentum 0.9, no weight decay, 100
-epochs, lr x 0.1 at epochs 60 and 80.
+layer initialised N(0, 0.01) with zero bias, training views RandomResizedCrop + flip made on
+the device, resize + centre crop for evaluation. MoCo's ``main_lincls.py`` by default: SGD
+lr 30, momentum 0.9, no weight decay, 100 epochs, lr x 0.1 at epochs 60 and 80.
 """
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ class LinearProbe(pl.LightningModule):
         crop_scale: tuple[float, float] = (0.08, 1.0),
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
+        resize: int | None = None,
         lr: float = 30.0,
         momentum: float = 0.9,
         weight_decay: float = 0.0,
@@ -46,7 +47,7 @@ class LinearProbe(pl.LightningModule):
         nn.init.normal_(self.classifier.weight, mean=0.0, std=0.01)  # main_lincls.py
         nn.init.zeros_(self.classifier.bias)
         self.train_view = View([RandomResizedCrop(crop_size, crop_scale), RandomHorizontalFlip(), Normalize(mean, std)])
-        self.eval_view = eval_view(crop_size, mean, std)
+        self.eval_view = eval_view(crop_size, mean, std, resize)
         self.val_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
         self.val_top5 = MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro")
 

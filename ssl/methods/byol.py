@@ -49,6 +49,7 @@ class BYOL(SSLHooks, pl.LightningModule):
         backbone_kwargs: dict | None = None,
         backbone_weights: str | None = None,
         backbone_weights_format: str = "auto",
+        backbone_weights_branch: str | None = None,
         proj_hidden_dim: int = 4096,
         proj_output_dim: int = 256,
         pred_hidden_dim: int = 4096,
@@ -65,7 +66,7 @@ class BYOL(SSLHooks, pl.LightningModule):
         self.backbone = build_backbone(backbone, small_images=small_images, small_stem_padding=small_stem_padding,
                                        **(backbone_kwargs or {}))
         if backbone_weights:
-            load_backbone_weights(self.backbone, backbone_weights, backbone_weights_format)
+            load_backbone_weights(self.backbone, backbone_weights, backbone_weights_format, backbone_weights_branch)
         self.projector = mlp_head(self.backbone.dim, proj_hidden_dim, proj_output_dim, batch_norm=True)
         self.predictor = mlp_head(proj_output_dim, pred_hidden_dim, proj_output_dim, batch_norm=True)
         self.target_backbone = momentum_copy(self.backbone)

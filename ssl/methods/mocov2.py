@@ -43,7 +43,9 @@ class MoCoV2(SSLHooks, pl.LightningModule):
             images, with padding 1 (MoCo's CIFAR demo) or 2 (solo-learn); see ``build_backbone``.
         backbone_weights: initialise the backbone (and so the key encoder) from a
             checkpoint in any format ``sslkit.checkpoints.load_backbone`` reads, loaded
-            strictly; ``backbone_weights_format`` names the layout (default: detected).
+            strictly; ``backbone_weights_format`` names the layout (default: detected) and
+            ``backbone_weights_branch`` the network of a file that holds several (default:
+            the one its project evaluates, e.g. DINO's teacher).
         hidden_dim: hidden width of the MLP head; ``None`` = the backbone's feature size.
         output_dim: embedding size (128 in the paper).
         queue_size: number of negative keys K (65536 on ImageNet, 4096 on CIFAR).
@@ -91,6 +93,7 @@ class MoCoV2(SSLHooks, pl.LightningModule):
         backbone_kwargs: dict | None = None,
         backbone_weights: str | None = None,
         backbone_weights_format: str = "auto",
+        backbone_weights_branch: str | None = None,
         hidden_dim: int | None = None,
         output_dim: int = 128,
         queue_size: int = 65536,
@@ -119,7 +122,7 @@ class MoCoV2(SSLHooks, pl.LightningModule):
         self.backbone = build_backbone(backbone, small_images=small_images, small_stem_padding=small_stem_padding,
                                        **(backbone_kwargs or {}))
         if backbone_weights:
-            load_backbone_weights(self.backbone, backbone_weights, backbone_weights_format)
+            load_backbone_weights(self.backbone, backbone_weights, backbone_weights_format, backbone_weights_branch)
         if queue_per_view and not symmetric:
             raise ValueError("model.queue_per_view needs model.symmetric: true (one queue per key view)")
         if batchnorm == "split":

@@ -70,6 +70,7 @@ class SwAV(SSLHooks, pl.LightningModule):
         backbone_kwargs: dict | None = None,
         backbone_weights: str | None = None,
         backbone_weights_format: str = "auto",
+        backbone_weights_branch: str | None = None,
         proj_hidden_dim: int = 2048,
         proj_output_dim: int = 128,
         num_prototypes: int = 3000,
@@ -94,7 +95,7 @@ class SwAV(SSLHooks, pl.LightningModule):
         self.backbone = build_backbone(backbone, small_images=small_images, small_stem_padding=small_stem_padding,
                                        **(backbone_kwargs or {}))
         if backbone_weights:
-            load_backbone_weights(self.backbone, backbone_weights, backbone_weights_format)
+            load_backbone_weights(self.backbone, backbone_weights, backbone_weights_format, backbone_weights_branch)
         self.projector = mlp_head(self.backbone.dim, proj_hidden_dim, proj_output_dim, batch_norm=True)
         if prototype_norm not in ("renormalize", "weight_norm"):
             raise ValueError(f"model.prototype_norm must be renormalize or weight_norm, got '{prototype_norm}'")

@@ -176,3 +176,6 @@ def hardness_statistics(
             same_band = (band_labels == query_labels.unsqueeze(1)) & band_known
             stats["hardness/same_class_band"] = same_band.float().sum() / band_known.sum().clamp_min(1)
     return stats
+
+
+torch.serialization.add_safe_globals([MoCHi])  # hyper_parameters of checkpoints that use it
