@@ -7,7 +7,7 @@ couples the views of one sample, so it is not a stage but an argument of the rec
 (``MultiView(background_swap=BackgroundSwap(...))``) that prepares each view's input.
 
 Every sample is augmented with probability ``p``, and only when its foreground covers a
-fraction of the image inside ``foreground_range`` (SPEC §4: an all-background or
+fraction of the image inside ``foreground_range`` (5-95% by default: an all-background or
 all-foreground mask carries no usable split). The drawn parameters of the last call are
 kept in ``last_params`` so that a call can be inspected or replayed.
 """
@@ -20,6 +20,9 @@ import kornia.filters
 import torch
 from torch import nn
 
+import torchvision.transforms.v2.functional as TF
+from torchvision.transforms import InterpolationMode
+
 from . import images
 from .stages import IMAGENET_MEAN, Stage, ViewDict, check_mask
 
@@ -27,12 +30,21 @@ Fill = Literal["grey", "random_grey", "image_mean", "dataset_mean", "black", "bl
 DonorHole = Literal["leak", "mean"]
 
 
-def _require_mask(view: ViewDict, stage: str) -> torch.Tensor:
+def _require_mask(view: ViewDict, stage: str) -> images.Images:
     mask = view.get("mask")
     if mask is None:
         raise ValueError(f"{stage} needs a foreground mask in the batch ('mask' key); the data module gives none")
     check_mask(view["image"], mask)
     return mask
+
+
+def resized(image: torch.Tensor, size: tuple[int, int], nearest: bool = False) -> torch.Tensor:
+    """``image`` ``[C, h, w]`` at ``size`` (a donor for an image of another size)."""
+    if tuple(image.shape[-2:]) == tuple(size):
+        return image
+    if nearest:
+        return TF.resize(image.float(), list(size), interpolation=InterpolationMode.NEAREST_EXACT) > 0.5
+    return TF.resize(image, list(size), antialias=True)
 
 
 def _check_p(p: float, stage: str) -> None:
@@ -52,21 +64,24 @@ def _check_range(foreground_range: tuple[float, float], stage: str) -> tuple[flo
     return float(lo), float(hi)
 
 
-def usable_masks(mask: torch.Tensor, foreground_range: tuple[float, float]) -> torch.Tensor:
+def usable_masks(mask: images.Images, foreground_range: tuple[float, float]) -> torch.Tensor:
     """bool ``[B]``: the foreground fraction of each mask lies inside ``foreground_range``."""
-    fraction = mask.flatten(1).float().mean(1)
+    if images.is_ragged(mask):
+        fraction = torch.stack([m.float().mean() for m in mask])
+    else:
+        fraction = mask.flatten(1).float().mean(1)
     return (fraction >= foreground_range[0]) & (fraction <= foreground_range[1])
 
 
-def _chosen(view: ViewDict, mask: torch.Tensor, p: float, foreground_range: tuple[float, float]) -> torch.Tensor:
-    """Samples drawn with probability ``p`` whose mask is usable, except rows the recipe
-    locked (the BG_Swaps hard negative, which must keep the query's background)."""
-    batch = mask.shape[0]
-    chosen = (torch.rand(batch, device=mask.device) < p) & usable_masks(mask, foreground_range)
+def _chosen(view: ViewDict, mask: images.Images, p: float, foreground_range: tuple[float, float]) -> torch.Tensor:
+    """bool ``[B]``: samples drawn with probability ``p`` whose mask is usable, except rows
+    the recipe locked (the BG_Swaps hard negative, which must keep the query's background)."""
+    batch = images.count(mask)
+    chosen = (torch.rand(batch, device=images.device(mask)) < p) & usable_masks(mask, foreground_range)
     locked = view.get("background_locked")
     if locked is not None:
         chosen &= ~locked
-    return chosen.view(batch, 1, 1, 1)
+    return chosen
 
 
 def partner_permutation(batch: int, device: torch.device, blocks: int = 1) -> torch.Tensor:
@@ -101,7 +116,7 @@ def composite(foreground: torch.Tensor, mask: torch.Tensor, background: torch.Te
 class BackgroundRemove(Stage):
     """BG_RM: background pixels replaced by a fill, foreground untouched.
 
-    ``fill``: ``random_grey`` (a grey level drawn per sample in [0, 1]; SPEC §4's default),
+    ``fill``: ``random_grey`` (a grey level drawn per sample in [0, 1], the default),
     ``grey`` (constant ``grey_level``), ``image_mean`` (the image's own mean colour),
     ``dataset_mean`` (the constant ``dataset_mean`` colour), ``black``, or ``blur`` (the
     image blurred with a Gaussian of ``blur_sigma`` x image side).
@@ -126,13 +141,14 @@ class BackgroundRemove(Stage):
         self.register_buffer("dataset_mean", torch.tensor(dataset_mean).view(1, 3, 1, 1), persistent=False)
         self.last_params: dict[str, torch.Tensor] = {}
 
-    def _fill(self, image: torch.Tensor) -> torch.Tensor:
+    def _fill(self, image: torch.Tensor, grey: torch.Tensor) -> torch.Tensor:
+        """The fill of ``image`` ``[B,C,H,W]``; ``grey`` ``[B]`` holds the random grey levels."""
         batch = image.shape[0]
         shape, kw = (batch, 1, 1, 1), {"device": image.device, "dtype": image.dtype}
         if self.fill == "grey":
             return torch.full(shape, self.grey_level, **kw)
         if self.fill == "random_grey":
-            return torch.rand(shape, device=image.device).to(image.dtype)
+            return grey.view(shape).to(image.dtype)
         if self.fill == "image_mean":
             return image.mean(dim=(2, 3), keepdim=True)
         if self.fill == "dataset_mean":
@@ -147,9 +163,16 @@ class BackgroundRemove(Stage):
         image = view["image"]
         mask = _require_mask(view, "BackgroundRemove")
         chosen = _chosen(view, mask, self.p, self.foreground_range)
-        fill = self._fill(image)
-        view["image"] = torch.where(chosen & ~mask, fill.expand_as(image), image)
-        self.last_params = {"chosen": chosen.view(-1), "fill": fill}
+        grey = torch.rand(images.count(image), device=images.device(image))
+        if images.is_ragged(image):
+            fills = [self._fill(x[None], grey[i:i + 1])[0] for i, x in enumerate(image)]
+            view["image"] = [torch.where(chosen[i] & ~m, f.expand_as(x), x)
+                             for i, (x, m, f) in enumerate(zip(image, mask, fills))]
+            self.last_params = {"chosen": chosen, "fill": fills}
+            return view
+        fill = self._fill(image, grey)
+        view["image"] = torch.where(chosen.view(-1, 1, 1, 1) & ~mask, fill.expand_as(image), image)
+        self.last_params = {"chosen": chosen, "fill": fill}
         return view
 
 
@@ -179,10 +202,17 @@ class BackgroundRandom(Stage):
         image = view["image"]
         mask = _require_mask(view, "BackgroundRandom")
         chosen = _chosen(view, mask, self.p, self.foreground_range)
-        partner = partner_permutation(image.shape[0], image.device, view.get("blocks", 1))
+        partner = partner_permutation(images.count(image), images.device(image), view.get("blocks", 1))
+        self.last_params = {"chosen": chosen, "partner": partner}
+        if images.is_ragged(image):  # whole images: the donor's background resized to each image
+            out = []
+            for i, j in enumerate(partner.tolist()):
+                donor = background_only(image[j][None], mask[j][None], self.donor_hole)[0]
+                out.append(torch.where(chosen[i] & ~mask[i], resized(donor, image[i].shape[-2:]), image[i]))
+            view["image"] = out
+            return view
         donor = background_only(image[partner], mask[partner], self.donor_hole)
-        view["image"] = torch.where(chosen & ~mask, donor, image)
-        self.last_params = {"chosen": chosen.view(-1), "partner": partner}
+        view["image"] = torch.where(chosen.view(-1, 1, 1, 1) & ~mask, donor, image)
         return view
 
 
@@ -230,23 +260,44 @@ class BackgroundSwap(nn.Module):
     def forward(self, batch: ViewDict) -> SwapInputs:
         image = images.to_float(batch["image"])
         mask = _require_mask(batch, "BackgroundSwap")
-        size = image.shape[0]
+        size, device = images.count(image), images.device(image)
         usable = usable_masks(mask, self.foreground_range)
-        background_donor = partner_permutation(size, image.device)
-        chosen = (torch.rand(size, device=image.device) < self.p) & usable & usable[background_donor]
-        swap = chosen.view(size, 1, 1, 1)
-        donated = background_only(image[background_donor], mask[background_donor], self.donor_hole)
-        positive = {"image": torch.where(swap & ~mask, donated, image), "mask": mask}
+        background_donor = partner_permutation(size, device)
+        chosen = (torch.rand(size, device=device) < self.p) & usable & usable[background_donor]
         self.last_params = {"chosen": chosen, "background_donor": background_donor}
-        negative, valid = None, torch.zeros_like(chosen)
+        foreground_donor = partner_permutation(size, device) if self.hard_negative else None
+        valid = chosen & usable[foreground_donor] if self.hard_negative else torch.zeros_like(chosen)
+        if images.is_ragged(image):
+            positive, negative = self._ragged(image, mask, chosen, background_donor, foreground_donor)
+        else:
+            donated = background_only(image[background_donor], mask[background_donor], self.donor_hole)
+            positive = torch.where(chosen.view(-1, 1, 1, 1) & ~mask, donated, image)
+            negative = None
+            if self.hard_negative:
+                own_background = background_only(image, mask, self.donor_hole)
+                negative = (composite(image[foreground_donor], mask[foreground_donor], own_background),
+                            mask[foreground_donor])
         if self.hard_negative:
-            foreground_donor = partner_permutation(size, image.device)
-            valid = chosen & usable[foreground_donor]
-            own_background = background_only(image, mask, self.donor_hole)
-            negative = {
-                "image": composite(image[foreground_donor], mask[foreground_donor], own_background),
-                "mask": mask[foreground_donor],
-                "background_locked": torch.ones(size, dtype=torch.bool, device=image.device),
-            }
             self.last_params.update(negative_valid=valid, foreground_donor=foreground_donor)
-        return SwapInputs({"image": image, "mask": mask}, positive, negative, valid)
+            negative = {"image": negative[0], "mask": negative[1],
+                        "background_locked": torch.ones(size, dtype=torch.bool, device=device)}
+        return SwapInputs({"image": image, "mask": mask}, {"image": positive, "mask": mask}, negative, valid)
+
+    def _ragged(self, image: list, mask: list, chosen: torch.Tensor, background_donor: torch.Tensor,
+                foreground_donor: torch.Tensor | None):
+        """Whole images of different sizes: every donor (a background, or an object with its
+        mask) is resized to the image it is pasted into."""
+        positive = []
+        for i, j in enumerate(background_donor.tolist()):
+            donor = background_only(image[j][None], mask[j][None], self.donor_hole)[0]
+            positive.append(torch.where(chosen[i] & ~mask[i], resized(donor, image[i].shape[-2:]), image[i]))
+        if foreground_donor is None:
+            return positive, None
+        negative_images, negative_masks = [], []
+        for i, j in enumerate(foreground_donor.tolist()):
+            size = image[i].shape[-2:]
+            own_background = background_only(image[i][None], mask[i][None], self.donor_hole)[0]
+            object_mask = resized(mask[j], size, nearest=True)
+            negative_images.append(composite(resized(image[j], size), object_mask, own_background))
+            negative_masks.append(object_mask)
+        return positive, (negative_images, negative_masks)

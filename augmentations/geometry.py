@@ -169,18 +169,13 @@ class Resize(Stage):
             return view
         short = self.size if self.size is not None else int(round(self.crop / 0.875))
         for key, mode in (("image", self.interpolation), ("mask", "nearest-exact")):
-            images = view.get(key)
-            if images is None:
+            items = view.get(key)
+            if items is None:
                 continue
             out = []
-            for item in (images if batch_images.is_ragged(images) else list(images)):
-                height, width = item.shape[-2:]
-                if height <= width:
-                    target = (short, int(short * width / height))
-                else:
-                    target = (int(short * height / width), short)
+            for item in (items if batch_images.is_ragged(items) else list(items)):
                 source = item.float() if key == "mask" else item
-                resized = crop_resize(source, (0, 0, height, width), target, mode)
+                resized = TF.resize(source, short, interpolation=INTERPOLATION[mode], antialias=mode != "nearest-exact")
                 out.append(resized > 0.5 if key == "mask" else resized)
             view[key] = out
         return view

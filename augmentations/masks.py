@@ -1,11 +1,12 @@
 """Foreground masks for the background augmentations.
 
-Three sources (SPEC §4): the dataset itself (``SyntheticScenes`` renders exact masks), a
+Three sources: the dataset itself (``SyntheticScenes`` renders exact masks), a
 mask folder mirroring the image folder (``ImageFolderData(mask_root=...)``), or a saliency
 model run once over the images by ``write_masks`` / ``sslkit masks``, which writes that
 folder. A saliency model is any ``nn.Module`` or callable mapping float images
 ``[B,3,H,W]`` in [0, 1] to a saliency map ``[B,1,H,W]`` (or ``[B,H,W]``); ``SaliencyMasker``
-min-max normalises each map and thresholds it (SPEC §4: threshold 0.5).
+min-max normalises each map and thresholds it at 0.5 (the post-processing of saliency maps
+in Ryali et al. 2021, arXiv 2103.12719, for background augmentations).
 """
 from __future__ import annotations
 
@@ -19,11 +20,14 @@ import kornia.filters
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS
 from tqdm.auto import tqdm
+
+from sslkit.data.decode import ImageDecodeError, as_chw, open_image
+from sslkit.data.files import image_files, mask_path
 
 SaliencyModel = Callable[[torch.Tensor], torch.Tensor]
 
@@ -157,17 +161,6 @@ class SaliencyMasker:
         return saliency > self.threshold
 
 
-def image_files(root: Path) -> list[Path]:
-    """Every image under ``root`` (recursively), in sorted order."""
-    extensions = tuple(e.lower() for e in IMG_EXTENSIONS)
-    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in extensions)
-
-
-def mask_path_for(image: Path, images_root: Path, masks_root: Path) -> Path:
-    """The mask file of ``image``: the same relative path under ``masks_root``, as PNG."""
-    return masks_root / image.relative_to(images_root).with_suffix(".png")
-
-
 class _Images(Dataset):
     def __init__(self, files: list[Path]) -> None:
         self.files = files
@@ -178,11 +171,9 @@ class _Images(Dataset):
     def __getitem__(self, index: int):
         path = self.files[index]
         try:
-            with Image.open(path) as img:
-                array = np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
-        except (UnidentifiedImageError, OSError, ValueError) as err:
-            return path, f"cannot decode image file '{path}': {err}"
-        return path, torch.from_numpy(array).permute(2, 0, 1)
+            return path, as_chw(open_image(str(path), "RGB"))
+        except ImageDecodeError as err:
+            return path, str(err)
 
 
 def _single(items: list):
@@ -244,7 +235,7 @@ def write_masks(
     if not files:
         raise FileNotFoundError(f"no images ({', '.join(IMG_EXTENSIONS)}) under '{images}'")
     report = MaskReport()
-    todo = [f for f in files if overwrite or not mask_path_for(f, images, out).exists()]
+    todo = [f for f in files if overwrite or not mask_path(f, images, out).exists()]
     report.skipped = len(files) - len(todo)
     if isinstance(masker.model, nn.Module):
         masker.model.to(device)
@@ -258,7 +249,7 @@ def write_masks(
         for group in by_size.values():
             masks = masker(torch.stack([image for _, image in group]).to(device))
             for (path, _), mask in zip(group, masks):
-                _save_atomically(mask, mask_path_for(path, images, out))
+                _save_atomically(mask, mask_path(path, images, out))
                 report.written += 1
                 report.foreground_fractions.append(float(mask.float().mean()))
         pending.clear()

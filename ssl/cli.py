@@ -54,7 +54,7 @@ class FitSummary(pl.Callback):
             self.train_seconds -= time.perf_counter() - self._val_start
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.train_images += int(batch["image"].shape[0])
+        self.train_images += len(batch["label"]) if "label" in batch else len(batch["image"])
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if self._epoch_start is not None:

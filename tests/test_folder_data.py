@@ -80,7 +80,7 @@ def test_missing_roots_are_clear_errors(tmp_path):
 
 
 def test_image_modes_are_converted_without_losing_the_image(tmp_path):
-    from sslkit.data.folder import to_mode
+    from sslkit.data.decode import to_mode
 
     ramp = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000)
     sixteen = to_mode(Image.fromarray(ramp), "RGB")  # 16-bit: rescaled, not clipped to white

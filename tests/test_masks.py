@@ -7,9 +7,9 @@ from sslkit.augmentations.masks import (
     BorderContrastSaliency,
     SaliencyMasker,
     load_saliency_model,
-    mask_path_for,
     write_masks,
 )
+from sslkit.data.files import mask_path
 from sslkit.data.synthetic import render_scenes
 
 
@@ -59,13 +59,13 @@ def test_write_masks_mirrors_the_tree_and_resumes(tmp_path):
     assert report.written == 12 and report.skipped == 0
     files = sorted((tmp_path / "images").rglob("*.png"))
     for path in files:
-        mask = np.asarray(Image.open(mask_path_for(path, tmp_path / "images", tmp_path / "masks")))
+        mask = np.asarray(Image.open(mask_path(path, tmp_path / "images", tmp_path / "masks")))
         assert mask.shape == (48, 48) and set(np.unique(mask)) <= {0, 255}
         truth = scenes["mask"][int(path.stem), 0].numpy()
         assert iou(torch.from_numpy(mask > 127), torch.from_numpy(truth)) > 0.6
-    victim = mask_path_for(files[3], tmp_path / "images", tmp_path / "masks")
+    victim = mask_path(files[3], tmp_path / "images", tmp_path / "masks")
     victim.unlink()
-    kept = mask_path_for(files[0], tmp_path / "images", tmp_path / "masks")
+    kept = mask_path(files[0], tmp_path / "images", tmp_path / "masks")
     before = kept.stat().st_mtime_ns
     report = write_masks(tmp_path / "images", tmp_path / "masks", masker, progress=False)
     assert report.written == 1 and report.skipped == 11 and victim.exists()

@@ -2,9 +2,11 @@
 
     sslkit preview -c configs/demo_bg.yaml --out views.png --num_images 8
 
-Writes a PNG grid for one training batch: each row one image, the columns the original,
-its mask (when the data has masks), every training view, and the BG_Swaps hard negative
-(when the recipe makes one). Extra ``--model.*`` / ``--data.*`` arguments override the config.
+Writes a PNG grid for one training batch: each row one image, the columns the original
+(the whole image, or the canvas of fixed-size data), its mask (when the data has masks),
+every training view, and the BG_Swaps hard negative (when the recipe makes one). Runs on
+the CPU whatever the config's trainer asks for. Extra ``--model.*`` / ``--data.*``
+arguments override the config.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import torch
 
 from sslkit.augmentations.stages import Normalize
 from sslkit.augmentations.views import recipe_of
+from sslkit.data.base import prepare_batch
 
 from .common import add_config_arguments, from_config, load_weights
 
@@ -26,12 +29,13 @@ def _unnormalise(image: torch.Tensor, recipe: torch.nn.Module) -> torch.Tensor:
     return image.clamp(0, 1)
 
 
-def preview_grid(batch: dict, views: list[dict], augment: torch.nn.Module, num_images: int) -> list[tuple[str, torch.Tensor]]:
-    """Columns of the grid as ``(title, images [n,3,h,w] in [0, 1])``."""
-    n = min(num_images, batch["image"].shape[0])
-    columns = [("original", batch["image"][:n].float() / 255)]
+def preview_grid(batch: dict, views: list[dict], augment: torch.nn.Module, num_images: int) -> list[tuple[str, list]]:
+    """Columns of the grid as ``(title, n images [3,h,w] in [0, 1])``; the originals are the
+    images as the data module gives them: whole, at their own sizes, or the canvas."""
+    n = min(num_images, len(batch["image"]))
+    columns = [("original", [image.float() / 255 for image in batch["image"][:n]])]
     if batch.get("mask") is not None:
-        columns.append(("mask", batch["mask"][:n].float().expand(-1, 3, -1, -1)))
+        columns.append(("mask", [mask.float().expand(3, -1, -1) for mask in batch["mask"][:n]]))
     for i, view in enumerate(views):
         columns.append((f"view {i}", _unnormalise(view["image"][:n].float(), recipe_of(augment, i))))
     if len(views) > 1 and "hard_negative" in views[1]:
@@ -47,7 +51,7 @@ def save_grid(columns: list[tuple[str, torch.Tensor]], out: Path, title: str) ->
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = columns[0][1].shape[0]
+    rows = len(columns[0][1])
     fig, axes = plt.subplots(rows, len(columns), figsize=(1.3 * len(columns), 1.3 * rows + 0.4), squeeze=False)
     for c, (name, images) in enumerate(columns):
         for r in range(rows):
@@ -76,11 +80,11 @@ def main(argv: list[str]) -> None:
     if args.ckpt_path:
         load_weights(model, args.ckpt_path)
     data.setup("fit")
-    batch = next(iter(data.train_dataloader()))
+    batch = prepare_batch(next(iter(data.train_dataloader())), "cpu", getattr(data, "bad_images", "error"))
     torch.manual_seed(args.seed)
     with torch.no_grad():
         views = model.augment(batch)
     columns = preview_grid(batch, views, model.augment, args.num_images)
     out = Path(args.out)
     save_grid(columns, out, f"{' + '.join(args.config)}: {type(model.augment).__name__}")
-    print(f"sslkit preview: wrote {out} ({len(columns)} columns x {columns[0][1].shape[0]} images)")
+    print(f"sslkit preview: wrote {out} ({len(columns)} columns x {len(columns[0][1])} images)")

@@ -1,6 +1,8 @@
 """DataModules yielding dict batches of uint8 images on a fixed canvas."""
-from .base import SSLDataModule
-from .folder import ImageDecodeError, ImageFolderData, ImageFolderDataset
+from .base import SSLDataModule, collate_dropping_skipped, decode_batch, prepare_batch
+from .decode import ImageDecodeError
+from .files import list_image_folder, mask_path
+from .folder import ImageFolderData, ImageFolderDataset
 from .scenes import SyntheticScenes
 from .synthetic import SyntheticScenesDataset, render_scenes
 from .torchvision_data import CIFAR10, CIFAR100, STL10
@@ -13,6 +15,11 @@ __all__ = [
     "ImageFolderData",
     "ImageFolderDataset",
     "SSLDataModule",
+    "collate_dropping_skipped",
+    "decode_batch",
+    "list_image_folder",
+    "mask_path",
+    "prepare_batch",
     "SyntheticScenes",
     "SyntheticScenesDataset",
     "render_scenes",

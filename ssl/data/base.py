@@ -1,19 +1,23 @@
 """The DataModule contract every sslkit dataset follows.
 
-Batches are dicts: ``image`` uint8 ``[B,3,H,W]`` on a fixed canvas, optional ``mask``
-bool ``[B,1,H,W]``, optional ``label`` long ``[B]``, ``index`` long ``[B]``. Workers only
-decode and resize; random augmentation happens on the device, in the method.
+Batches are dicts: ``image`` uint8 ``[B,3,H,W]`` on a fixed canvas, or a list of B whole
+images ``[3,h,w]`` of their own sizes (``ImageFolderData``; a 1-d uint8 tensor is a JPEG
+still to decode on the device, see ``prepare_batch``); optional ``mask`` bool (the same
+form), optional ``label`` long ``[B]``, ``index`` long ``[B]``. Workers only read and
+decode (and, for fixed-size data, resize); random augmentation happens on the device, in
+the method.
 
 Validation yields two loaders: the train split without augmentation (the kNN feature
 bank) and the val split (the kNN queries).
 """
 from __future__ import annotations
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
+from lightning_fabric.utilities.apply_func import move_data_to_device
 from torch.utils.data import DataLoader, Dataset, Subset, default_collate
 
+from .decode import ImageDecodeError, decode_on_device
 from .sampler import ResumableSampler
 
 
@@ -27,6 +31,8 @@ class SSLDataModule(pl.LightningDataModule):
 
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+    whole_images: bool = False
+    bad_images: str = "error"
 
     def __init__(
         self,
@@ -101,18 +107,72 @@ class SSLDataModule(pl.LightningDataModule):
     def test_dataloader(self) -> list[DataLoader]:
         return self.val_dataloader()
 
+    def decode(self, batch: dict) -> dict:
+        """JPEGs the workers left encoded, decoded on the batch's device. The method calls this
+        from its ``on_after_batch_transfer`` (a data module's own override of that hook would
+        replace the method's in Lightning, which patches it onto the model)."""
+        return decode_batch(batch, self.bad_images)
+
 
 def collate_dropping_skipped(items: list) -> dict:
-    """Default collation of the readable items; unreadable ones (strings naming the file,
-    from ``bad_images: skip``) are left out and listed in ``skipped``."""
+    """The readable items as one batch: tensors of one shape stacked, of several shapes
+    (whole images) kept as a list; unreadable items (strings naming the file, from
+    ``bad_images: skip``) left out and listed in ``skipped``."""
     kept = [item for item in items if not isinstance(item, str)]
     skipped = [item for item in items if isinstance(item, str)]
     if not kept:
         return {"skipped": skipped}
-    batch = default_collate(kept)
+    batch = {}
+    for key in kept[0]:
+        values = [item[key] for item in kept]
+        if all(torch.is_tensor(v) for v in values) and len({tuple(v.shape) for v in values}) > 1:
+            batch[key] = values
+        else:
+            batch[key] = default_collate(values)
     if skipped:
         batch["skipped"] = skipped
     return batch
+
+
+PER_SAMPLE = ("image", "mask", "label", "index", "path", "mask_missing")
+
+
+def decode_batch(batch: dict, bad_images: str = "error") -> dict:
+    """Decode the still-encoded JPEGs of ``batch`` on the device its tensors are on (nvJPEG
+    on a GPU). A file that cannot be decoded is named (``bad_images: error``) or dropped from
+    every per-sample entry and listed in ``skipped``."""
+    images = batch.get("image")
+    if images is None or (torch.is_tensor(images) and images.dim() == 4):
+        return batch
+    items = list(images)
+    encoded = [i for i, x in enumerate(items) if x.dim() == 1]
+    if not encoded:
+        return batch
+    paths = batch.get("path") or [f"image {i} of the batch" for i in range(len(items))]
+    decoded = decode_on_device([items[i] for i in encoded], [paths[i] for i in encoded], items[encoded[0]].device)
+    failed = []
+    for i, image in zip(encoded, decoded):
+        if image is None:
+            failed.append(i)
+        else:
+            items[i] = image
+    if failed and bad_images != "skip":
+        raise ImageDecodeError(f"cannot decode image file '{paths[failed[0]]}' on {items[failed[0]].device} "
+                               f"(set data.bad_images: skip to drop unreadable images)")
+    batch = dict(batch, image=items)
+    if failed:
+        keep = [i for i in range(len(items)) if i not in failed]
+        for key in PER_SAMPLE:
+            value = batch.get(key)
+            if value is not None:
+                batch[key] = [value[i] for i in keep] if isinstance(value, list) else value[keep]
+        batch["skipped"] = list(batch.get("skipped", [])) + [f"cannot decode image file '{paths[i]}'" for i in failed]
+    return batch
+
+
+def prepare_batch(batch: dict, device: torch.device | str, bad_images: str = "error") -> dict:
+    """A loader's batch on ``device``, JPEGs decoded: what evaluators do before the view."""
+    return decode_batch(move_data_to_device(batch, torch.device(device)), bad_images)
 
 
 def seed_from_environment() -> int:
@@ -120,11 +180,3 @@ def seed_from_environment() -> int:
     import os
 
     return int(os.environ.get("PL_GLOBAL_SEED", 0))
-
-
-def as_uint8_chw(array) -> torch.Tensor:
-    """HWC uint8 array (numpy or PIL) -> CHW uint8 tensor."""
-    tensor = torch.from_numpy(np.array(array, dtype=np.uint8, copy=True))
-    if tensor.dim() == 2:
-        tensor = tensor.unsqueeze(-1).expand(-1, -1, 3)
-    return tensor.permute(2, 0, 1).contiguous()

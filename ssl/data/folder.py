@@ -1,20 +1,30 @@
-"""Class-per-folder image trees (ImageNet layout) with an optional parallel mask tree."""
+"""Class-per-folder image trees (ImageNet layout) with an optional parallel mask tree.
+
+By default the loader yields each image whole, at its own size: every random crop is
+drawn on the device from the whole image, as torchvision's ``ImageFolder`` +
+``RandomResizedCrop`` draw it in MoCo, SwAV and solo-learn. With ``image_size`` set it
+resizes and centre-crops a fixed canvas instead (fixed-size batches, cheaper to move, but
+the sides of non-square images never reach a crop). Decoding: PIL, libjpeg-turbo through
+torchvision (``decoder: torchvision``), or on the training device (``decoder: device``:
+workers only read the JPEG bytes, nvJPEG decodes the batch on a GPU).
+"""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+import torchvision.transforms.v2.functional as TF
+from PIL import Image
 from torch.utils.data import Dataset
-from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+from torchvision.transforms import InterpolationMode
 
-from .base import SSLDataModule, as_uint8_chw
+from .base import SSLDataModule
+from .decode import Decoder, ImageDecodeError, as_chw, decode_bytes, jpeg_header, open_image, plain_jpeg
+from .files import list_image_folder, mask_path
 
-
-class ImageDecodeError(RuntimeError):
-    """An image or mask file that cannot be decoded; the message names the file."""
+MissingMask = Literal["error", "foreground"]
+BadImages = Literal["error", "skip"]
 
 
 class SkippedItem(str):
@@ -22,101 +32,71 @@ class SkippedItem(str):
     collation drops it and counts it. Its text names the file and the error."""
 
 
-def resize_to_canvas(image: Image.Image, size: int, resample: int) -> Image.Image:
-    """Resize the shorter side to ``size`` and centre-crop to ``size`` x ``size``."""
-    width, height = image.size
-    scale = size / min(width, height)
-    new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
-    image = image.resize((new_w, new_h), resample)
-    left, top = (new_w - size) // 2, (new_h - size) // 2
-    return image.crop((left, top, left + size, top + size))
-
-
-def to_mode(img: Image.Image, mode: str) -> Image.Image:
-    """``img`` in ``mode`` ('RGB' or 'L') without losing it on the way: 16-bit and float
-    images are rescaled to 8 bits by their maximum instead of clipped (which turns them
-    white), and transparency is composited over mid-grey instead of dropped (which turns
-    transparent pixels black)."""
-    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        array = np.asarray(img, dtype=np.float64)
-        top = array.max()
-        array = array / top * 255.0 if top > 0 else array
-        img = Image.fromarray(array.clip(0, 255).round().astype(np.uint8), "L")
-    if img.mode == "P":
-        img = img.convert("RGBA")
-    if img.mode in ("RGBA", "LA", "PA"):
-        background = Image.new("RGBA", img.size, (128, 128, 128, 255))
-        img = Image.alpha_composite(background, img.convert("RGBA"))
-    return img.convert(mode)
-
-
-def _open(path: str, mode: str) -> Image.Image:
-    try:
-        with Image.open(path) as img:
-            img.load()
-            return to_mode(img, mode)
-    except (UnidentifiedImageError, OSError, ValueError) as err:
-        raise ImageDecodeError(f"cannot decode image file '{path}': {err}") from err
-
-
-MissingMask = Literal["error", "foreground"]
-BadImages = Literal["error", "skip"]
+def to_canvas(image: torch.Tensor, size: int, nearest: bool = False) -> torch.Tensor:
+    """Resize the shorter side to ``size`` (antialiased) and centre-crop ``size`` x ``size``."""
+    mode = InterpolationMode.NEAREST_EXACT if nearest else InterpolationMode.BILINEAR
+    image = TF.resize(image, size, interpolation=mode, antialias=not nearest)
+    return TF.center_crop(image, [size, size])
 
 
 class ImageFolderDataset(Dataset):
     """``root/<class>/<image>``; masks (if ``mask_root``) at ``mask_root/<class>/<stem>.png``.
 
-    A mask is foreground where its grey level is above 127. It may have any size (a
-    saliency model's 320x320 output, say): it is resized nearest-neighbour to its image,
-    then both go to the canvas together. ``missing_mask``: ``error`` (default) names the
-    image without a mask; ``foreground`` uses an all-foreground mask, which the background
-    stages skip, and marks the item with ``mask_missing`` so the method can count them.
+    Items: ``image`` uint8 ``[3, H, W]`` (whole, or on the ``image_size`` canvas; with
+    ``decoder: device`` a plain JPEG stays encoded, a 1-d uint8 tensor of its bytes), ``label``,
+    ``index``, ``path``, and with masks ``mask`` bool ``[1, H, W]``. A mask is foreground where
+    its grey level is above 127 and may have any size: it is resized nearest-neighbour to its
+    image. ``missing_mask``: ``error`` names the image without a mask; ``foreground`` uses an
+    all-foreground mask (which the background stages skip) and marks ``mask_missing``.
+    ``reduce_to``: decode JPEGs at the smallest power-of-two reduction whose shorter side
+    is still this large (faster, but fewer pixels for small crops); ``None``: full resolution.
     """
 
     def __init__(
         self,
         root: str | Path,
-        image_size: int,
+        image_size: int | None = None,
         mask_root: str | Path | None = None,
         missing_mask: MissingMask = "error",
         bad_images: BadImages = "error",
+        decoder: Decoder = "torchvision",
+        reduce_to: int | None = None,
+        index_cache: str | None = "auto",
     ) -> None:
         root = Path(root)
         if not root.is_dir():
             raise FileNotFoundError(f"image folder '{root}' does not exist")
-        self.classes, class_to_idx = find_classes(str(root))
-        self.samples = make_dataset(str(root), class_to_idx, extensions=IMG_EXTENSIONS)
-        self.root = root
+        self.classes, self.samples = list_image_folder(root, index_cache)
+        self.root = root.resolve()
         self.image_size = image_size
-        self.mask_root = Path(mask_root) if mask_root is not None else None
+        self.mask_root = Path(mask_root).resolve() if mask_root is not None else None
         if self.mask_root is not None and not self.mask_root.is_dir():
-            raise FileNotFoundError(f"mask folder '{self.mask_root}' does not exist")
-        if missing_mask not in ("error", "foreground"):
-            raise ValueError(f"missing_mask must be 'error' or 'foreground', got '{missing_mask}'")
-        self.missing_mask = missing_mask
-        if bad_images not in ("error", "skip"):
-            raise ValueError(f"bad_images must be 'error' or 'skip', got '{bad_images}'")
-        self.bad_images = bad_images
+            raise FileNotFoundError(f"mask folder '{mask_root}' does not exist")
+        for name, value, allowed in (("missing_mask", missing_mask, ("error", "foreground")),
+                                     ("bad_images", bad_images, ("error", "skip")),
+                                     ("decoder", decoder, ("pil", "torchvision", "device"))):
+            if value not in allowed:
+                raise ValueError(f"data.{name} must be one of {', '.join(allowed)}, got '{value}'")
+        if decoder == "device" and image_size is not None:
+            raise ValueError("data.decoder: device decodes whole images on the device; it needs data.image_size: null")
+        self.missing_mask, self.bad_images, self.decoder, self.reduce_to = missing_mask, bad_images, decoder, reduce_to
 
     def mask_path(self, image_path: str) -> Path:
-        relative = Path(image_path).relative_to(self.root)
-        return self.mask_root / relative.with_suffix(".png")
+        return mask_path(image_path, self.root, self.mask_root)
 
-    def _mask(self, path: str, image_size: tuple[int, int]) -> dict[str, torch.Tensor]:
-        mask_path = self.mask_path(path)
-        if not mask_path.exists():
+    def _mask(self, path: str, size: tuple[int, int]) -> dict[str, torch.Tensor]:
+        """The mask of ``path`` at the image's ``size`` (height, width)."""
+        file = self.mask_path(path)
+        if not file.exists():
             if self.missing_mask == "error":
                 raise FileNotFoundError(
-                    f"no mask for image '{path}': expected '{mask_path}' (write masks with "
-                    f"'sslkit masks', or set data.missing_mask: foreground to train on without)"
-                )
-            full = torch.ones(1, self.image_size, self.image_size, dtype=torch.bool)
-            return {"mask": full, "mask_missing": torch.tensor(True)}
-        mask = _open(str(mask_path), "L")
-        if mask.size != image_size:
-            mask = mask.resize(image_size, Image.NEAREST)
-        mask = resize_to_canvas(mask, self.image_size, Image.NEAREST)
-        return {"mask": as_uint8_chw(mask)[:1] > 127, "mask_missing": torch.tensor(False)}
+                    f"no mask for image '{path}': expected '{file}' (write masks with 'sslkit masks', or set "
+                    f"data.missing_mask: foreground to train on without)")
+            return {"mask": torch.ones(1, *size, dtype=torch.bool), "mask_missing": torch.tensor(True)}
+        mask = open_image(str(file), "L")
+        if mask.size != (size[1], size[0]):
+            mask = mask.resize((size[1], size[0]), Image.NEAREST)
+        return {"mask": as_chw(mask) > 127, "mask_missing": torch.tensor(False)}
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -129,34 +109,55 @@ class ImageFolderDataset(Dataset):
                 raise
             return SkippedItem(str(err))
 
+    def _read(self, path: str) -> tuple[torch.Tensor, tuple[int, int]]:
+        """The image (decoded, or still encoded for the device) and its (height, width)."""
+        if self.decoder == "pil":
+            image = as_chw(open_image(path, "RGB", self.reduce_to))
+            return image, tuple(image.shape[-2:])
+        with open(path, "rb") as f:
+            data = f.read()
+        if self.decoder == "device" and plain_jpeg(data):
+            height, width = jpeg_header(data)[:2]
+            return torch.frombuffer(bytearray(data), dtype=torch.uint8), (height, width)
+        image = decode_bytes(data, path, "torchvision" if self.decoder != "pil" else "pil", self.reduce_to)
+        return image, tuple(image.shape[-2:])
+
     def _load(self, index: int) -> dict[str, torch.Tensor]:
         path, label = self.samples[index]
-        image = _open(path, "RGB")
-        item = {"label": torch.tensor(label), "index": torch.tensor(index)}
+        image, size = self._read(path)
+        item = {"label": torch.tensor(label), "index": torch.tensor(index), "path": path}
         if self.mask_root is not None:
-            item.update(self._mask(path, image.size))
-        image = resize_to_canvas(image, self.image_size, Image.BILINEAR)
-        item["image"] = as_uint8_chw(image)
+            item.update(self._mask(path, size))
+        if self.image_size is not None:
+            image = to_canvas(image, self.image_size)
+            if "mask" in item:
+                item["mask"] = to_canvas(item["mask"], self.image_size, nearest=True)
+        item["image"] = image
         return item
 
 
 class ImageFolderData(SSLDataModule):
     """ImageNet-style tree: ``root/train/<class>/*`` and ``root/val/<class>/*``.
 
-    Images are resized (shorter side) and centre-cropped to an ``image_size`` canvas in
-    the workers; random crops then happen on the device. ``mask_root`` mirrors ``root``;
-    ``missing_mask`` as in ``ImageFolderDataset`` (missing masks are counted per epoch);
-    ``bad_images: skip`` drops unreadable images from their batch and counts them per
-    epoch instead of stopping (``error``, the default, names the file).
+    ``image_size``: ``None`` (default) yields whole images and every crop is drawn from the
+    whole image on the device; an int resizes (shorter side) and centre-crops a canvas in the
+    workers. ``decoder``: ``torchvision`` (libjpeg-turbo for plain JPEGs, PIL for the rest),
+    ``pil``, or ``device`` (nvJPEG on the GPU; workers only read bytes). ``reduce_to``: see
+    ``ImageFolderDataset``. ``index_cache``: folder for the cached file lists (``auto``:
+    ``~/.cache/sslkit/file_lists``; ``null``: list every time). ``mask_root`` mirrors ``root``;
+    ``missing_mask`` and ``bad_images`` as in ``ImageFolderDataset`` (both counted per epoch).
     """
 
     def __init__(
         self,
         root: str,
-        image_size: int = 256,
+        image_size: int | None = None,
         mask_root: str | None = None,
         missing_mask: MissingMask = "error",
         bad_images: BadImages = "error",
+        decoder: Decoder = "torchvision",
+        reduce_to: int | None = None,
+        index_cache: str | None = "auto",
         train_dir: str = "train",
         val_dir: str = "val",
         batch_size: int = 256,
@@ -171,11 +172,17 @@ class ImageFolderData(SSLDataModule):
         self.mask_root = Path(mask_root) if mask_root else None
         self.missing_mask = missing_mask
         self.bad_images = bad_images
+        self.decoder, self.reduce_to, self.index_cache = decoder, reduce_to, index_cache
         self.train_dir, self.val_dir = train_dir, val_dir
+
+    @property
+    def whole_images(self) -> bool:
+        return self.image_size is None
 
     def _split(self, name: str) -> ImageFolderDataset:
         masks = self.mask_root / name if self.mask_root else None
-        return ImageFolderDataset(self.root / name, self.image_size, masks, self.missing_mask, self.bad_images)
+        return ImageFolderDataset(self.root / name, self.image_size, masks, self.missing_mask, self.bad_images,
+                                  self.decoder, self.reduce_to, self.index_cache)
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None:

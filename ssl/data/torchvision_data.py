@@ -8,8 +8,9 @@ import torchvision
 from PIL import Image
 from torch.utils.data import ConcatDataset, Dataset
 
-from .base import SSLDataModule, as_uint8_chw
-from .folder import resize_to_canvas
+from .base import SSLDataModule
+from .decode import as_chw
+from .folder import to_canvas
 
 
 class _Labelled(Dataset):
@@ -26,10 +27,11 @@ class _Labelled(Dataset):
         image, label = self.dataset[index]
         if not isinstance(image, Image.Image):
             image = Image.fromarray(image)
+        tensor = as_chw(image.convert("RGB"))
         if image.size != (self.image_size, self.image_size):
-            image = resize_to_canvas(image.convert("RGB"), self.image_size, Image.BILINEAR)
+            tensor = to_canvas(tensor, self.image_size)
         return {
-            "image": as_uint8_chw(image.convert("RGB")),
+            "image": tensor,
             "label": torch.tensor(int(label)),
             "index": torch.tensor(index),
         }

@@ -1,5 +1,5 @@
 """Backgrounds-Challenge-style evaluation sets built from masks (Xiao et al. 2020,
-arXiv 2006.09994), as SPEC §4 mirrors it.
+arXiv 2006.09994).
 
 ``only_fg``: the object on black; ``mixed_same``: the object on the background of another
 image of the same class; ``mixed_rand``: on the background of a random other image. The
@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from sslkit.augmentations.background import background_only, composite
+from sslkit.augmentations.background import background_only, composite, resized
 
 from .features import extract_features
 from .knn import knn_predict
@@ -65,6 +65,7 @@ def challenge_image(image: torch.Tensor, mask: torch.Tensor, donor: torch.Tensor
     if variant == "only_fg":
         return torch.where(mask, image, torch.zeros_like(image))
     background = background_only(donor.float().unsqueeze(0), donor_mask.unsqueeze(0), "mean")[0]
+    background = resized(background, image.shape[-2:])  # whole images: the donor's background at this size
     return composite(image.float(), mask, background).round().to(image.dtype)
 
 

@@ -7,6 +7,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from sslkit.data.base import prepare_batch
+
 
 @torch.no_grad()
 def extract_features(
@@ -28,7 +30,7 @@ def extract_features(
         for batch in tqdm(loader, total=total, desc=desc, unit="batch", disable=not progress, leave=False):
             if "label" not in batch:
                 raise ValueError(f"{desc}: the batches carry no 'label'; a labelled split is needed")
-            batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+            batch = prepare_batch(batch, device)
             features.append(encoder(transform(batch)).float().cpu())
             labels.append(batch["label"].cpu())
     finally:

@@ -197,6 +197,9 @@ class SSLHooks:
     """
 
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        data = self.trainer.datamodule if self.trainer is not None else None
+        if hasattr(data, "decode"):  # JPEGs the workers left encoded, decoded on this device
+            batch = data.decode(batch)
         return augment_on_device(self, batch)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
