@@ -1,9 +1,9 @@
 """On-device, batched augmentation stages and the published recipes built from them."""
 from .background import BackgroundRandom, BackgroundRemove, BackgroundSwap
-from .color import ColorJitter, RandomGrayscale
+from .color import ColorJitter, RandomGaussianBlur, RandomGrayscale, RandomSolarize
 from .geometry import CenterCrop, RandomHorizontalFlip, RandomResizedCrop, Resize
 from .recipes import BYOLViews, MoCoV2Views, MultiCropViews, eval_view, view_stages
-from .stages import IMAGENET_MEAN, IMAGENET_STD, Normalize, RandomGaussianBlur, RandomSolarize, Stage, View
+from .stages import IMAGENET_MEAN, IMAGENET_STD, KorniaStage, Normalize, Stage, View
 from .views import MultiView, RepeatedView
 
 __all__ = [
@@ -15,6 +15,7 @@ __all__ = [
     "ColorJitter",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "KorniaStage",
     "MoCoV2Views",
     "MultiCropViews",
     "MultiView",

@@ -141,6 +141,8 @@ class BackgroundRemove(Stage):
         self.register_buffer("dataset_mean", torch.tensor(dataset_mean).view(1, 3, 1, 1), persistent=False)
         self.last_params: dict[str, torch.Tensor] = {}
 
+    whole_batch = True
+
     def _fill(self, image: torch.Tensor, grey: torch.Tensor) -> torch.Tensor:
         """The fill of ``image`` ``[B,C,H,W]``; ``grey`` ``[B]`` holds the random grey levels."""
         batch = image.shape[0]
@@ -197,6 +199,8 @@ class BackgroundRandom(Stage):
         self.p, self.donor_hole = p, donor_hole
         self.foreground_range = _check_range(foreground_range, "BackgroundRandom")
         self.last_params: dict[str, torch.Tensor] = {}
+
+    whole_batch = True
 
     def apply(self, view: ViewDict) -> ViewDict:
         image = view["image"]

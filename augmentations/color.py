@@ -1,4 +1,4 @@
-"""Colour stages with torchvision's semantics, batched, every sample drawing its own values.
+"""Photometric stages with torchvision's semantics, batched, every sample drawing its own values.
 
 ``ColorJitter`` follows ``torchvision.transforms.ColorJitter`` per image: brightness,
 contrast and saturation factors ~ U[max(0, 1 - x), 1 + x], hue shift ~ U[-h, h], applied in
@@ -10,7 +10,10 @@ full RGB -> HSV -> RGB conversions, which makes it several times faster on a CPU
 """
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 
 from .stages import Stage, ViewDict
 
@@ -20,11 +23,17 @@ GREY_WEIGHTS = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale (ITU-R 6
 def grayscale(image: torch.Tensor) -> torch.Tensor:
     """``[N, 1, H, W]`` luma of ``[N, 3, H, W]`` images, torchvision's weights."""
     r, g, b = image.unbind(1)
-    return (r * GREY_WEIGHTS[0] + g * GREY_WEIGHTS[1] + b * GREY_WEIGHTS[2]).unsqueeze(1)
+    return (r * GREY_WEIGHTS[0]).add_(g, alpha=GREY_WEIGHTS[1]).add_(b, alpha=GREY_WEIGHTS[2]).unsqueeze(1)
 
 
 def _per_sample(values: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
     return values.to(image.dtype).view(-1, 1, 1, 1)
+
+
+def _blend(image: torch.Tensor, other: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """torchvision's ``_blend``: ``(f image + (1 - f) other)`` clamped to [0, 1]."""
+    f = _per_sample(factor, image)
+    return (image * f).add_(other * (1 - f)).clamp_(0, 1)
 
 
 def adjust_brightness(image: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
@@ -32,35 +41,54 @@ def adjust_brightness(image: torch.Tensor, factor: torch.Tensor) -> torch.Tensor
 
 
 def adjust_contrast(image: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    mean = grayscale(image).mean(dim=(1, 2, 3), keepdim=True)
-    f = _per_sample(factor, image)
-    return (image * f + mean * (1 - f)).clamp_(0, 1)
+    """Blend with the mean luma of the image (the mean of the grey image equals the luma of
+    the mean colour, so no grey image is made)."""
+    weights = image.new_tensor(GREY_WEIGHTS).view(1, 3, 1, 1)
+    mean = (image.mean(dim=(2, 3), keepdim=True) * weights).sum(1, keepdim=True)
+    return _blend(image, mean, factor)
 
 
 def adjust_saturation(image: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    f = _per_sample(factor, image)
-    return (image * f + grayscale(image) * (1 - f)).clamp_(0, 1)
+    return _blend(image, grayscale(image), factor)
 
 
 def adjust_hue(image: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     """Rotate each pixel's HSV hue by ``shift`` (fraction of a turn) keeping its value and
-    saturation: channel c becomes ``V - C * clamp(min(k, 4 - k), 0, 1)`` with
-    ``k = (n_c + 6 h') mod 6``, ``n = (5, 3, 1)`` for (R, G, B), C = max - min."""
+    saturation: channel c becomes ``V - C * clamp(2 - |k - 2|, 0, 1)`` with
+    ``k = (n_c + 6 h') mod 6``, ``n = (5, 3, 1)`` for (R, G, B), V = max, C = max - min
+    (the HSV-to-RGB hexagon; torchvision converts to HSV and back, to the same values)."""
     r, g, b = image.unbind(1)
     value = torch.maximum(torch.maximum(r, g), b)
     chroma = value - torch.minimum(torch.minimum(r, g), b)
-    safe = torch.where(chroma > 0, chroma, torch.ones_like(chroma))
-    hue = torch.where(value == r, (g - b) / safe,
-                      torch.where(value == g, (b - r) / safe + 2.0, (r - g) / safe + 4.0))
-    hue6 = torch.remainder(hue + 6.0 * _per_sample(shift, image).squeeze(1), 6.0)
-    out = []
-    for n in (5.0, 3.0, 1.0):
-        k = torch.remainder(hue6 + n, 6.0)
-        out.append(value - chroma * torch.minimum(k, 4.0 - k).clamp_(0, 1))
-    return torch.stack(out, dim=1)
+    hue = torch.where(value == r, g - b,
+                      torch.where(value == g, (b - r).add_(chroma, alpha=2), (r - g).add_(chroma, alpha=4)))
+    hue6 = hue.div_(chroma.clamp_min(1e-12)).add_(6.0 * _per_sample(shift, image).squeeze(1)).remainder_(6.0)
+    out = torch.empty_like(image)
+    for c, n in enumerate((5.0, 3.0, 1.0)):
+        k = (hue6 + n).remainder_(6.0)
+        torch.sub(value, k.sub_(2.0).abs_().neg_().add_(2.0).clamp_(0, 1).mul_(chroma), out=out[:, c])
+    return out
 
 
 ADJUSTMENTS = (adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue)
+
+
+def apply_to(view: ViewDict, index: torch.Tensor, fn) -> torch.Tensor:
+    """The view's image with ``fn(rows, index)`` in the rows ``index``, written in place when
+    the view owns its image (``view["owned"]``: a tensor a ``View`` made, no one else's). On a
+    GPU the rows are gathered and processed together; on a CPU each row is processed from its
+    own slice (a view), which avoids the gather and scatter that cost more there than the
+    arithmetic."""
+    image = view["image"]
+    if index.numel() == 0:
+        return image
+    out = image if view.get("owned") else image.clone()
+    if image.device.type == "cpu":
+        for i in index.tolist():
+            out[i:i + 1] = fn(out[i:i + 1], index.new_tensor([i]))
+    else:
+        out[index] = fn(out[index], index)
+    return out
 
 
 class ColorJitter(Stage):
@@ -78,7 +106,13 @@ class ColorJitter(Stage):
         self.ranges = [(max(0.0, 1 - x), 1 + x) if x > 0 else None for x in (brightness, contrast, saturation)]
         self.ranges.append((-hue, hue) if hue > 0 else None)
         self.p = p
+        self.adjustments = list(ADJUSTMENTS)
         self.last_params: dict[str, torch.Tensor] = {}
+
+    def compile_kernels(self, backend: str = "inductor") -> None:
+        """``torch.compile`` the four adjustments (the hue rotation's thirty elementwise passes
+        fuse into a few): the colour jitter's cost. Same values; a one-time compilation."""
+        self.adjustments = [torch.compile(fn, dynamic=True, backend=backend) for fn in ADJUSTMENTS]
 
     def draw(self, batch: int, device: torch.device) -> dict[str, torch.Tensor]:
         applied = torch.rand(batch, device=device) < self.p
@@ -93,9 +127,13 @@ class ColorJitter(Stage):
         image = view["image"]
         params = self.draw(image.shape[0], image.device)
         self.last_params = params
-        out = image.clone()
+        if image.device.type == "cpu":  # each image through its own four adjustments, in its order
+            view["image"] = apply_to(view, params["applied"].nonzero().squeeze(1), lambda x, i: self._jitter(
+                x, params["order"][int(i)].tolist(), params["factors"][int(i)]))
+            return view
+        out = image.clone()  # on a GPU: for each position of the order, each adjustment on all images due
         for position in range(4):
-            for op, adjust in enumerate(ADJUSTMENTS):
+            for op, adjust in enumerate(self.adjustments):
                 if self.ranges[op] is None:
                     continue
                 index = (params["applied"] & (params["order"][:, position] == op)).nonzero().squeeze(1)
@@ -103,6 +141,12 @@ class ColorJitter(Stage):
                     out[index] = adjust(out[index], params["factors"][index, op])
         view["image"] = out
         return view
+
+    def _jitter(self, image: torch.Tensor, order: list[int], factors: torch.Tensor) -> torch.Tensor:
+        for op in order:
+            if self.ranges[op] is not None:
+                image = self.adjustments[op](image, factors[op:op + 1])
+        return image
 
 
 class RandomGrayscale(Stage):
@@ -115,6 +159,74 @@ class RandomGrayscale(Stage):
 
     def apply(self, view: ViewDict) -> ViewDict:
         image = view["image"]
+        index = (torch.rand(image.shape[0], device=image.device) < self.p).nonzero().squeeze(1)
+        view["image"] = apply_to(view, index, lambda x, i: grayscale(x).expand(-1, 3, -1, -1))
+        return view
+
+
+class RandomGaussianBlur(Stage):
+    """With probability ``p`` per sample, a Gaussian blur with sigma ~ U(``sigma``) drawn per
+    sample; the kernel is torchvision's (``exp(-x^2 / 2 sigma^2)``, normalised).
+
+    ``kernel_size`` default: ``2 ceil(3 sigma_max) + 1`` taps (13 for sigma up to 2), the
+    extent of PIL's ``GaussianBlur(radius=sigma)`` that MoCo v2, SwAV and solo-learn apply at
+    any image size; BYOL uses image side / 10 (23 taps at 224 px, ``byol/utils/augmentations.py``).
+    ``border``: ``replicate`` (PIL extends the edge), ``constant`` (zeros, BYOL's SAME
+    padding) or ``reflect`` (torchvision's ``gaussian_blur``). The separable filter is applied
+    as shifted multiply-adds, which is several times faster on a CPU than a depthwise
+    convolution with one kernel per sample.
+    """
+
+    def __init__(self, sigma: tuple[float, float] = (0.1, 2.0), p: float = 0.5, kernel_size: int | None = None,
+                 border: str = "replicate") -> None:
+        super().__init__()
+        if kernel_size is None:
+            kernel_size = 2 * math.ceil(3 * max(sigma)) + 1
+        if kernel_size % 2 == 0 or kernel_size < 3:
+            raise ValueError(f"RandomGaussianBlur: kernel_size must be odd and at least 3, got {kernel_size}")
+        if border not in ("replicate", "constant", "reflect"):
+            raise ValueError(f"RandomGaussianBlur: border must be replicate, constant or reflect, got '{border}'")
+        self.sigma, self.p, self.kernel_size, self.border = tuple(sigma), p, kernel_size, border
+        self.last_params: dict[str, torch.Tensor] = {}
+
+    def apply(self, view: ViewDict) -> ViewDict:
+        image = view["image"]
+        chosen = torch.rand(image.shape[0], device=image.device) < self.p
+        sigma = torch.empty(image.shape[0], device=image.device).uniform_(*self.sigma)
+        self.last_params = {"chosen": chosen, "sigma": sigma}
+        view["image"] = apply_to(view, chosen.nonzero().squeeze(1),
+                                 lambda x, i: gaussian_blur(x, sigma[i], self.kernel_size, self.border))
+        return view
+
+
+def gaussian_blur(image: torch.Tensor, sigma: torch.Tensor, kernel_size: int, border: str = "replicate") -> torch.Tensor:
+    """Blur each image of ``[N, C, H, W]`` with its own ``sigma`` ``[N]``, separably."""
+    half = kernel_size // 2
+    taps = torch.linspace(-half, half, kernel_size, device=image.device, dtype=image.dtype)
+    kernel = torch.exp(-0.5 * (taps / sigma.to(image.dtype).view(-1, 1)) ** 2)
+    kernel = (kernel / kernel.sum(1, keepdim=True)).view(-1, kernel_size, 1, 1, 1)
+    mode = "constant" if border == "constant" else border
+    for dim, pad in ((-1, (half, half, 0, 0)), (-2, (0, 0, half, half))):
+        padded = F.pad(image, pad, mode=mode)
+        size = image.shape[dim]
+        out = image * kernel[:, half]
+        for t in range(kernel_size):
+            if t != half:
+                out.addcmul_(padded.narrow(dim, t, size), kernel[:, t])
+        image = out
+    return image
+
+
+class RandomSolarize(Stage):
+    """With probability ``p`` per sample, pixels at or above ``threshold`` inverted (BYOL's
+    ``solarize``: ``where(x < threshold, x, 1 - x)``)."""
+
+    def __init__(self, p: float = 0.2, threshold: float = 0.5) -> None:
+        super().__init__()
+        self.p, self.threshold = p, threshold
+
+    def apply(self, view: ViewDict) -> ViewDict:
+        image = view["image"]
         chosen = (torch.rand(image.shape[0], device=image.device) < self.p).view(-1, 1, 1, 1)
-        view["image"] = torch.where(chosen, grayscale(image).expand_as(image), image)
+        view["image"] = torch.where(chosen & (image >= self.threshold), 1 - image, image)
         return view

@@ -192,9 +192,18 @@ class RandomHorizontalFlip(Stage):
 
     def apply(self, view: ViewDict) -> ViewDict:
         image, mask = view["image"], view.get("mask")
-        flip = (torch.rand(image.shape[0], device=image.device) < self.p).view(-1, 1, 1, 1)
-        view["image"] = torch.where(flip, image.flip(-1), image)
+        index = (torch.rand(image.shape[0], device=image.device) < self.p).nonzero().squeeze(1)
         if mask is not None:
             check_mask(image, mask)
-            view["mask"] = torch.where(flip, mask.flip(-1), mask)
+        for key in ("image", "mask"):
+            value = view.get(key)
+            if value is None or not index.numel():
+                continue
+            value = value.clone()
+            if value.device.type == "cpu":  # row slices: no gather and scatter
+                for i in index.tolist():
+                    value[i] = value[i].flip(-1)
+            else:
+                value[index] = value[index].flip(-1)
+            view[key] = value
         return view

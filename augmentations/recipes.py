@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from torch import nn
 
 from .background import BackgroundSwap
-from .color import ColorJitter, RandomGrayscale
+from .color import ColorJitter, RandomGaussianBlur, RandomGrayscale, RandomSolarize
 from .geometry import CenterCrop, Interpolation, RandomHorizontalFlip, RandomResizedCrop, Resize
-from .stages import Normalize, RandomGaussianBlur, RandomSolarize, Stage, View
+from .stages import Normalize, Stage, View
 from .views import MultiView, RepeatedView
 
 SWAV_STD = (0.228, 0.224, 0.225)  # swav src/multicropdataset.py

@@ -27,9 +27,11 @@ ViewDict = dict[str, torch.Tensor]
 class Stage(nn.Module):
     """Base of all stages: ``forward(view) -> view``. Subclasses implement ``apply``.
     ``needs_float``: the stage wants float images in [0, 1] (False for stages that only move
-    pixels, which run on uint8 when they come first)."""
+    pixels, which run on uint8 when they come first). ``whole_batch``: the stage works across
+    samples (background donors) and sees the whole batch, never a chunk of it."""
 
     needs_float = True
+    whole_batch = False
 
     def forward(self, view: ViewDict) -> ViewDict:
         return self.apply(dict(view))
@@ -52,45 +54,33 @@ def check_mask(image: images.Images, mask: images.Images) -> None:
         raise ValueError(f"mask of shape {tuple(mask.shape)} does not match image of shape {tuple(image.shape)}")
 
 
-class _PhotometricStage(Stage):
+class KorniaStage(Stage):
+    """Any Kornia augmentation as a stage, so a recipe can use what sslkit does not ship:
+
+        {class_path: sslkit.augmentations.KorniaStage,
+         init_args: {augmentation: {class_path: kornia.augmentation.RandomEqualize, init_args: {p: 0.2}}}}
+
+    Geometric augmentations (``kornia.augmentation.GeometricAugmentationBase2D``) move the
+    mask with the image; intensity augmentations leave it. Kornia draws parameters per sample
+    (its ``ColorJitter`` draws the order of its four adjustments once per batch; sslkit's
+    ``ColorJitter`` draws it per image as torchvision does)."""
+
     def __init__(self, augmentation: K.AugmentationBase2D) -> None:
         super().__init__()
         self.augmentation = augmentation
+        self.geometric = isinstance(augmentation, K.GeometricAugmentationBase2D)
+        if self.geometric:
+            self.sequence = K.AugmentationSequential(augmentation, data_keys=["input", "mask"])
 
     def apply(self, view: ViewDict) -> ViewDict:
-        view["image"] = self.augmentation(view["image"])
+        image, mask = view["image"], view.get("mask")
+        if self.geometric and mask is not None:
+            check_mask(image, mask)
+            out, moved = self.sequence(image, mask.to(image.dtype), data_keys=["input", "mask"])
+            view["image"], view["mask"] = out, moved > 0.5
+        else:
+            view["image"] = self.augmentation(image)
         return view
-
-
-class RandomGaussianBlur(_PhotometricStage):
-    """Gaussian blur with sigma ~ U(``sigma``) per sample, with probability ``p``.
-
-    ``kernel_size`` default: ``2 ceil(3 sigma_max) + 1`` taps (13 for sigma up to 2), the
-    extent of PIL's ``GaussianBlur(radius=sigma)`` that MoCo v2, SwAV and solo-learn apply at
-    any image size; BYOL uses image side / 10 (23 taps at 224 px, ``byol/utils/augmentations.py``).
-    ``border``: ``replicate`` (PIL extends the edge), ``constant`` (zeros, BYOL's SAME padding),
-    ``reflect``.
-    """
-
-    def __init__(
-        self,
-        sigma: tuple[float, float] = (0.1, 2.0),
-        p: float = 0.5,
-        kernel_size: int | None = None,
-        border: str = "replicate",
-    ) -> None:
-        if kernel_size is None:
-            kernel_size = 2 * math.ceil(3 * max(sigma)) + 1
-        if kernel_size % 2 == 0 or kernel_size < 3:
-            raise ValueError(f"RandomGaussianBlur: kernel_size must be odd and at least 3, got {kernel_size}")
-        super().__init__(K.RandomGaussianBlur(kernel_size, tuple(sigma), border_type=border, p=p))
-
-
-class RandomSolarize(_PhotometricStage):
-    """Invert pixels above ``threshold`` (BYOL's solarisation)."""
-
-    def __init__(self, p: float = 0.2, threshold: float = 0.5) -> None:
-        super().__init__(K.RandomSolarize(thresholds=(threshold, threshold), additions=0.0, p=p))
 
 
 class Normalize(Stage):
@@ -113,27 +103,67 @@ class Normalize(Stage):
 
     def apply(self, view: ViewDict) -> ViewDict:
         image = view["image"]
-        view["image"] = (image - self.mean.to(image.dtype)) / self.std.to(image.dtype)
+        scale = (1.0 / self.std).to(image.dtype)
+        bias = -self.mean.to(image.dtype) * scale
+        out = image if view.get("owned") else None  # (x - mean) / std in one pass, in place when it may
+        view["image"] = torch.addcmul(bias, image, scale, out=out) if out is not None else torch.addcmul(bias, image, scale)
         return view
 
 
 class View(nn.Module):
     """One view: a list of stages applied in order to the batch's image (and mask). Images
     stay uint8 through the leading stages that do not need float (crops, flips), which is
-    where resampling is cheapest, and become float in [0, 1] before the first stage that does."""
+    where resampling is cheapest, and become float in [0, 1] before the first stage that does.
 
-    def __init__(self, stages: Sequence[Stage]) -> None:
+    On the CPU, the stages after the last ``whole_batch`` one (background stages) run on chunks of
+    ``cpu_chunk`` images when a batch is large (over ``CPU_CHUNK_PIXELS`` pixels): each stage
+    then works on data that stays in the processor's cache, several times faster than
+    streaming the whole batch through memory once per operation. Every sample draws its
+    own parameters either way.
+    """
+
+    CPU_CHUNK_PIXELS = 1 << 22
+
+    def __init__(self, stages: Sequence[Stage], cpu_chunk: int = 8) -> None:
         super().__init__()
         self.stages = nn.ModuleList(stages)
+        self.cpu_chunk = cpu_chunk
 
     def forward(self, batch: ViewDict) -> ViewDict:
         view = {k: batch[k] for k in ("image", "mask", "background_locked", "blocks") if batch.get(k) is not None}
-        is_float = False
-        for stage in self.stages:
-            if not is_float and getattr(stage, "needs_float", True):
-                view["image"] = images.to_float(view["image"])
-                is_float = True
+        stages = list(self.stages)
+        first = max((i + 1 for i, stage in enumerate(stages) if getattr(stage, "whole_batch", False)), default=0)
+        view = self._run(stages[:first], view, last=False)
+        if self._chunked(view["image"]):
+            rest = {k: v for k, v in view.items() if k in ("image", "mask")}
+            parts = [self._run(stages[first:], {k: v[i:i + self.cpu_chunk] for k, v in rest.items()})
+                     for i in range(0, images.count(view["image"]), self.cpu_chunk)]
+            return {k: torch.cat([part[k] for part in parts]) for k in parts[0]}
+        return self._run(stages[first:], view)
+
+    def _chunked(self, image: images.Images) -> bool:
+        if images.device(image).type != "cpu" or images.count(image) <= self.cpu_chunk:
+            return False
+        pixels = sum(x.numel() for x in image) if images.is_ragged(image) else image.numel()
+        return pixels > self.CPU_CHUNK_PIXELS
+
+    @staticmethod
+    def _run(stages: list[Stage], view: ViewDict, last: bool = True) -> ViewDict:
+        for stage in stages:
+            if getattr(stage, "needs_float", True):
+                view = View._float(view)
             view = stage(view)
-        if not is_float:
-            view["image"] = images.to_float(view["image"])
+        if last:
+            view = View._float(view)
+            view.pop("owned", None)
+        return view
+
+    @staticmethod
+    def _float(view: ViewDict) -> ViewDict:
+        """Float images; a conversion makes a new tensor, which the stages after may change in place."""
+        image = view["image"]
+        converted = images.to_float(image)
+        if converted is not image and not images.is_ragged(converted):
+            view["owned"] = True
+        view["image"] = converted
         return view

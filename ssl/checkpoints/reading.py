@@ -49,8 +49,9 @@ def read_checkpoint(path: str | Path) -> dict:
     if _looks_like_text(head):
         raise CheckpointError(f"'{path}' is a text file ({head[:40].decode('utf-8', 'replace')!r}...), not a "
                               f"PyTorch checkpoint; pass the .pth/.ckpt/.tar file the weights were saved to")
-    try:
-        with torch.serialization.safe_globals(safe_types()):
+    allowed = safe_types()  # imported first: their modules register themselves for Lightning's loads too,
+    try:                    # which a registration inside the context below would undo on leaving it
+        with torch.serialization.safe_globals(allowed):
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - torch raises many types for a bad file
         raise CheckpointError(_unreadable(path, err)) from err
