@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import sys
+from argparse import ArgumentError
 import time
 from pathlib import Path
 
@@ -125,6 +127,7 @@ class SSLKitCLI(LightningCLI):
             subclass_mode_model=True,
             subclass_mode_data=True,
             save_config_kwargs={"overwrite": True},
+            parser_kwargs={"exit_on_error": False},
             trainer_defaults={"callbacks": [FitSummary(), PreemptionCheckpoint()],
                               "plugins": [{"class_path": "sslkit.reliability.AtomicCheckpointIO"}],
                               "logger": logger},
@@ -177,18 +180,32 @@ TOOLS = {
 
 
 def plain_message(err: BaseException) -> str:
-    """The sentence a user needs from ``err``: jsonargparse wraps a constructor's error in a
-    Union-validation report, from which only that error is kept."""
+    """The sentence a user needs from ``err``: of jsonargparse's report on a config value
+    (a Union-validation tree), the key and the innermost reason only."""
     text = str(err).strip()
-    if "Does not validate against any of the Union subtypes" in text:
-        reasons = [line.strip()[2:] for line in text.splitlines()
-                   if line.strip().startswith("- ") and "Expected a <class 'NoneType'>" not in line]
-        if reasons:
-            text = reasons[0]
-    return text
+    if "Does not validate against any of the Union subtypes" not in text and "Parser key" not in text:
+        return text
+    keys = re.findall(r'Parser key "([^"]+)"', text)
+    given = re.search(r"NestedArg\(key='([^']+)'", text)
+    cls = re.search(r"Problem with given class_path '([^']+)'", text)
+    reasons = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith(("Parser key", "Does not validate", "Subtypes:", "Errors:", "Given value",
+                                        "- Expected a <class 'NoneType'>", "- Problem with given class_path")):
+            continue
+        reasons.append(line.removeprefix("- "))
+    key = keys[0] if keys else ""
+    if given:
+        key += f".init_args.{given.group(1)}" if given.group(1) != "class_path" else ".class_path"
+    elif len(keys) > 1:
+        key += ".init_args." + ".".join(keys[1:])
+    where = f" (in {cls.group(1)})" if cls and "class_path" not in key else ""
+    reason = reasons[0] if reasons else text.splitlines()[0]
+    return f"{key}: {reason}{where}" if key else reason
 
 
-USER_ERRORS = (ValueError, OSError, FloatingPointError, ImageDecodeError, MisconfigurationException)
+USER_ERRORS = (ValueError, OSError, FloatingPointError, ImageDecodeError, MisconfigurationException, ArgumentError)
 
 
 def main(args: list[str] | None = None) -> None:
@@ -211,7 +228,9 @@ def main(args: list[str] | None = None) -> None:
     except USER_ERRORS as err:
         if debug:
             raise
-        print(f"sslkit: error: {plain_message(err)}\n(sslkit --debug ... shows the traceback)", file=sys.stderr)
+        hint = f"sslkit {argv[0]} --help lists the options" if isinstance(err, ArgumentError) and argv else \
+            "sslkit --debug ... shows the traceback"
+        print(f"sslkit: error: {plain_message(err)}\n({hint})", file=sys.stderr)
         raise SystemExit(2) from None
 
 

@@ -51,3 +51,35 @@ def tiny_swav(**kwargs):
                 augment=MultiCropViews(global_size=32, local_size=16, num_local=2, blur_p=0.0))
     args.update(kwargs)
     return SwAV(**args)
+
+
+def invoke(args, cwd, capfd, monkeypatch):
+    """``sslkit ARGS`` in this process (no interpreter start-up), from ``cwd``: a
+    ``CompletedProcess`` (returncode, stdout, stderr) as a user would see them; it also
+    unpacks as ``code, out, err``."""
+    from sslkit.cli import main
+
+    import logging
+    import sys
+
+    monkeypatch.chdir(cwd)
+    capfd.readouterr()
+    handler = logging.StreamHandler(sys.stderr)  # what Lightning's messages print to outside pytest
+    loggers = [logging.getLogger(name) for name in ("pytorch_lightning", "lightning.pytorch", "lightning")]
+    for logger in loggers:
+        logger.addHandler(handler)
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as exit_info:
+        code = exit_info.code if isinstance(exit_info.code, int) else (0 if exit_info.code is None else 1)
+    finally:
+        for logger in loggers:
+            logger.removeHandler(handler)
+    out, err = capfd.readouterr()
+    return Completed(args, code, out, err)
+
+
+class Completed(__import__("subprocess").CompletedProcess):
+    def __iter__(self):
+        return iter((self.returncode, self.stdout, self.stderr))

@@ -1,4 +1,5 @@
-"""The `sslkit` command in a fresh process, as a user runs it."""
+"""The `sslkit` command as a user runs it: the demo and DDP in fresh processes, the rest
+in this process (the same ``main``, without the interpreter's start-up)."""
 import os
 import shutil
 import subprocess
@@ -7,6 +8,7 @@ import sys
 import pytest
 
 from conftest import REPO
+from helpers import invoke
 
 SSLKIT = [sys.executable, "-m", "sslkit.cli"]
 FAST = [
@@ -20,36 +22,44 @@ def run(args, cwd):
     return subprocess.run(SSLKIT + args, cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
-@pytest.mark.parametrize("overlay, extra", [(None, MOCO), ("demo_byol", []), ("demo_swav", []), ("demo_bg", MOCO)])
-def test_fit_demo_configs_end_to_end(tmp_path, overlay, extra):
+def test_the_demo_command_in_a_fresh_process(tmp_path):
     shutil.copytree(os.path.join(REPO, "configs"), tmp_path / "configs")
-    configs = ["-c", "configs/demo.yaml"] + (["-c", f"configs/{overlay}.yaml"] if overlay else [])
-    out = run(["fit", *configs, *FAST, *extra], tmp_path)
+    out = run(["fit", "-c", "configs/demo.yaml", *FAST, *MOCO], tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "val/knn_top1 =" in out.stdout + out.stderr
-    name = "demo" + (f"+{overlay}" if overlay else "")
+    assert list((tmp_path / "runs" / "demo").glob("version_*/checkpoints/last.ckpt"))
+
+
+@pytest.mark.parametrize("overlay, extra", [("demo_byol", []), ("demo_swav", []), ("demo_bg", MOCO), ("demo_hard", MOCO)])
+def test_fit_demo_overlays_end_to_end(tmp_path, capfd, monkeypatch, overlay, extra):
+    shutil.copytree(os.path.join(REPO, "configs"), tmp_path / "configs")
+    code, out, err = invoke(["fit", "-c", "configs/demo.yaml", "-c", f"configs/{overlay}.yaml", *FAST, *extra],
+                            tmp_path, capfd, monkeypatch)
+    assert code == 0, err[-3000:]
+    assert "val/knn_top1 =" in out + err
+    name = f"demo+{overlay}"
     ckpts = list((tmp_path / "runs" / name).glob("version_*/checkpoints/last.ckpt"))
     assert ckpts, os.listdir(tmp_path)
     metrics = next((tmp_path / "runs" / name).glob("version_*/metrics.csv")).read_text()
     assert "train/loss" in metrics and "val/knn_top1" in metrics
 
 
-def test_config_typo_names_the_key(tmp_path):
-    out = run(["fit", "-c", os.path.join(REPO, "configs/demo.yaml"), "--model.init_args.temprature=0.1"], tmp_path)
-    assert out.returncode != 0
-    assert "temprature" in out.stderr
+DEMO = os.path.join(REPO, "configs", "demo.yaml")
 
 
-def test_wrong_type_names_the_key(tmp_path):
-    out = run(["fit", "-c", os.path.join(REPO, "configs/demo.yaml"), "--model.init_args.queue_size=many"], tmp_path)
-    assert out.returncode != 0
-    assert "queue_size" in out.stderr and "many" in out.stderr
-
-
-def test_unknown_method_class_path(tmp_path):
-    out = run(["fit", "-c", os.path.join(REPO, "configs/demo.yaml"), "--model.class_path=sslkit.methods.MoCoV9"], tmp_path)
-    assert out.returncode != 0
-    assert "MoCoV9" in out.stderr
+@pytest.mark.parametrize("args, named", [
+    (["--model.init_args.temprature=0.1"], ["temprature"]),                       # a typo in a key
+    (["--model.init_args.queue_size=many"], ["queue_size", "many"]),              # a wrong type
+    (["--model.class_path=sslkit.methods.MoCoV9"], ["MoCoV9"]),                   # an unknown method
+    (["--data.class_path=sslkit.data.ImageFolderData", "--data.init_args.root=/nowhere"],
+     ["data.root '/nowhere' does not exist"]),                                    # a missing path
+    (["--trainer.max_epochz=3"], ["max_epochz"]),                                 # a typo in the trainer
+])
+def test_user_errors_end_in_one_plain_line_naming_the_key(tmp_path, capfd, monkeypatch, args, named):
+    code, out, err = invoke(["fit", "-c", DEMO, *args], tmp_path, capfd, monkeypatch)
+    assert code != 0
+    assert all(word in err for word in named), err[-2000:]
+    assert "Traceback" not in err and "Does not validate against any of the Union subtypes" not in err
 
 
 def stack_for(name: str) -> list[str]:
@@ -81,17 +91,27 @@ def test_every_config_parses(capsys):
         assert exit_info.value.code in (0, None), (name, out.err[-2000:])
         assert "class_path: sslkit.methods" in out.out, name
 
-def test_an_overlay_given_alone_names_its_base(tmp_path):
-    out = run(["fit", "-c", os.path.join(REPO, "configs/demo_byol.yaml")], tmp_path)
-    assert out.returncode != 0
-    assert "is an overlay" in out.stderr and "-c configs/demo.yaml -c" in out.stderr
+def test_an_overlay_given_alone_names_its_base(tmp_path, capfd, monkeypatch):
+    code, _, err = invoke(["fit", "-c", os.path.join(REPO, "configs/demo_byol.yaml")], tmp_path, capfd, monkeypatch)
+    assert code != 0
+    assert "is an overlay" in err and "-c configs/demo.yaml -c" in err
 
 
-def test_crop_larger_than_canvas_fails_before_anything_is_written(tmp_path):
-    out = run(["fit", "-c", os.path.join(REPO, "configs/demo.yaml"), *FAST, *MOCO,
-               "--model.init_args.augment.init_args.crop_size=48"], tmp_path)
-    assert out.returncode != 0
-    assert "RandomResizedCrop size 48 is larger than the data's 32x32 image canvas" in out.stderr
+def test_a_recipe_this_machine_cannot_run_says_what_to_change(tmp_path, capfd, monkeypatch):
+    (tmp_path / "data" / "train" / "a").mkdir(parents=True)
+    (tmp_path / "data" / "val" / "a").mkdir(parents=True)
+    code, _, err = invoke(["fit", "-c", os.path.join(REPO, "configs/mocov2_imagenet.yaml"),
+                           f"--data.init_args.root={tmp_path / 'data'}"], tmp_path, capfd, monkeypatch)
+    if code == 0:
+        pytest.skip("this machine has GPUs")
+    assert "--trainer.accelerator=cpu --trainer.devices=1" in err and "Traceback" not in err
+
+
+def test_crop_larger_than_canvas_fails_before_anything_is_written(tmp_path, capfd, monkeypatch):
+    code, _, err = invoke(["fit", "-c", DEMO, *FAST, *MOCO, "--model.init_args.augment.init_args.crop_size=48"],
+                          tmp_path, capfd, monkeypatch)
+    assert code != 0
+    assert "RandomResizedCrop size 48 is larger than the data's 32x32 image canvas" in err
     assert not (tmp_path / "runs").exists()
 
 

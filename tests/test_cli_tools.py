@@ -1,35 +1,44 @@
-"""`sslkit preview`, `sslkit masks` and `sslkit backgrounds` in a fresh process."""
+"""`sslkit preview`, `masks`, `backgrounds`, `probe`, `spectrum` and `export`, as a user
+calls them (in this process: the same ``main``, without the interpreter's start-up)."""
 import json
 import os
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
 from conftest import REPO
-from test_cli import FAST, MOCO, run
+from helpers import invoke
+from test_cli import FAST, MOCO
+
+
+@pytest.fixture
+def sslkit(tmp_path, capfd, monkeypatch):
+    """``sslkit(args) -> (exit code, stdout, stderr)``, run from ``tmp_path``."""
+    return lambda args: invoke(args, tmp_path, capfd, monkeypatch)
 
 DEMO = os.path.join(REPO, "configs", "demo.yaml")
 DEMO_BG = ["-c", DEMO, "-c", os.path.join(REPO, "configs", "demo_bg.yaml")]
 SMALL = ["--data.init_args.num_train=128", "--data.init_args.num_val=64", "--data.init_args.batch_size=32"]
 
 
-def test_preview_writes_a_grid_of_the_views(tmp_path):
-    out = run(["preview", *DEMO_BG, "--out", "grid.png", "--num_images", "3", *SMALL], tmp_path)
+def test_preview_writes_a_grid_of_the_views(tmp_path, sslkit):
+    out = sslkit(["preview", *DEMO_BG, "--out", "grid.png", "--num_images", "3", *SMALL])
     assert out.returncode == 0, out.stderr[-3000:]
     assert "5 columns x 3 images" in out.stdout  # original, mask, 2 views, BG_Swaps negative
     image = Image.open(tmp_path / "grid.png")
     assert image.width > image.height > 100
-    off = run(["preview", *DEMO_BG, "-c", os.path.join(REPO, "configs", "background_off.yaml"),
-               "--out", "plain.png", "--num_images", "3", *SMALL], tmp_path)
+    off = sslkit(["preview", *DEMO_BG, "-c", os.path.join(REPO, "configs", "background_off.yaml"),
+               "--out", "plain.png", "--num_images", "3", *SMALL])
     assert off.returncode == 0 and "4 columns x 3 images" in off.stdout
 
 
-def test_backgrounds_evaluates_a_trained_checkpoint(tmp_path):
-    fit = run(["fit", *DEMO_BG, *FAST, *MOCO], tmp_path)
+def test_backgrounds_evaluates_a_trained_checkpoint(tmp_path, sslkit):
+    fit = sslkit(["fit", *DEMO_BG, *FAST, *MOCO])
     assert fit.returncode == 0, fit.stderr[-3000:]
     ckpt = next((tmp_path / "runs" / "demo+demo_bg").glob("version_*/checkpoints/last.ckpt"))
-    out = run(["backgrounds", *DEMO_BG, "--ckpt_path", str(ckpt), *SMALL, *MOCO], tmp_path)
+    out = sslkit(["backgrounds", *DEMO_BG, "--ckpt_path", str(ckpt), *SMALL, *MOCO])
     assert out.returncode == 0, out.stderr[-3000:]
     record = json.loads((ckpt.parent / "backgrounds.json").read_text())
     accuracy = record["knn_top1"]
@@ -37,12 +46,12 @@ def test_backgrounds_evaluates_a_trained_checkpoint(tmp_path):
     assert accuracy["bg_gap"] == accuracy["mixed_same"] - accuracy["mixed_rand"]
     assert all(0.0 <= accuracy[k] <= 1.0 for k in ("original", "only_fg", "mixed_same", "mixed_rand"))
     assert "bg_gap" in out.stdout
-    wrong = run(["backgrounds", "-c", DEMO, "-c", os.path.join(REPO, "configs", "demo_byol.yaml"), "--ckpt_path",
-                 str(ckpt)], tmp_path)
+    wrong = sslkit(["backgrounds", "-c", DEMO, "-c", os.path.join(REPO, "configs", "demo_byol.yaml"), "--ckpt_path",
+                 str(ckpt)])
     assert wrong.returncode != 0 and "does not fit the config's model" in wrong.stderr
 
 
-def test_masks_command_writes_and_resumes(tmp_path):
+def test_masks_command_writes_and_resumes(tmp_path, sslkit):
     from sslkit.data.synthetic import render_scenes
 
     scenes = render_scenes(0, "val", torch.arange(6), image_size=40, saturation=0.3)
@@ -50,43 +59,43 @@ def test_masks_command_writes_and_resumes(tmp_path):
     for i in range(6):
         Image.fromarray(scenes["image"][i].permute(1, 2, 0).numpy()).save(tmp_path / "images" / "a" / f"{i}.jpg")
     args = ["masks", "--images", "images", "--out", "masks", "--model", "border_contrast", "--input_size", "0"]
-    first = run(args, tmp_path)
+    first = sslkit(args)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "6 written, 0 already there" in first.stdout
     assert np.asarray(Image.open(tmp_path / "masks" / "a" / "0.png")).shape == (40, 40)
-    again = run(args, tmp_path)
+    again = sslkit(args)
     assert "0 written, 6 already there" in again.stdout
 
 
-def test_probe_and_spectrum_of_a_trained_checkpoint(tmp_path):
+def test_probe_and_spectrum_of_a_trained_checkpoint(tmp_path, sslkit):
     demo = os.path.join(REPO, "configs", "demo.yaml")
-    fit = run(["fit", "-c", demo, *FAST, *MOCO], tmp_path)
+    fit = sslkit(["fit", "-c", demo, *FAST, *MOCO])
     assert fit.returncode == 0, fit.stderr[-3000:]
     ckpt = next((tmp_path / "runs" / "demo").glob("version_*/checkpoints/last.ckpt"))
     probe_cfg = os.path.join(REPO, "configs", "linear_probe.yaml")
     small = ["--data.init_args.num_train=256", "--data.init_args.num_val=128", "--data.init_args.batch_size=64"]
-    first = run(["probe", "-c", probe_cfg, "--ckpt_path", str(ckpt), *small, "--l2_grid=[0.001,0.1]"], tmp_path)
+    first = sslkit(["probe", "-c", probe_cfg, "--ckpt_path", str(ckpt), *small, "--l2_grid=[0.001,0.1]"])
     assert first.returncode == 0, first.stderr[-3000:]
     record = json.loads((ckpt.parent / "probe_fast.json").read_text())
     assert 0.0 < record["top1"] <= record["top5"] <= 1.0 and record["n_train"] == 256
     assert 0.0 < record["knn_top1"] <= 1.0
     assert record["features_from_cache"] is False
-    again = run(["probe", "-c", probe_cfg, "--ckpt_path", str(ckpt), *small, "--l2_grid=[0.001,0.1]"], tmp_path)
+    again = sslkit(["probe", "-c", probe_cfg, "--ckpt_path", str(ckpt), *small, "--l2_grid=[0.001,0.1]"])
     assert json.loads((ckpt.parent / "probe_fast.json").read_text())["features_from_cache"] is True
     assert again.returncode == 0
 
-    unlabelled = run(["probe", "-c", probe_cfg, "--ckpt_path", str(tmp_path / "nope.ckpt"), *small], tmp_path)
+    unlabelled = sslkit(["probe", "-c", probe_cfg, "--ckpt_path", str(tmp_path / "nope.ckpt"), *small])
     assert unlabelled.returncode != 0 and "nope.ckpt' is no checkpoint file that exists" in unlabelled.stderr
     assert "Traceback" not in unlabelled.stderr  # one plain line
 
-    spectrum = run(["spectrum", "-c", probe_cfg, "--ckpt_path", str(ckpt), *small], tmp_path)
+    spectrum = sslkit(["spectrum", "-c", probe_cfg, "--ckpt_path", str(ckpt), *small])
     assert spectrum.returncode == 0, spectrum.stderr[-3000:]
     report = json.loads((ckpt.parent / "spectrum.json").read_text())
     assert set(report) >= {"backbone", "projector"}
     assert report["backbone"]["n_samples"] == 128 and report["projector"]["dim"] == 64
     assert (ckpt.parent / "spectrum.png").stat().st_size > 0
 
-    exported = run(["export", "--ckpt", str(ckpt), "--out", "backbone.pth", "--format", "timm"], tmp_path)
+    exported = sslkit(["export", "--ckpt", str(ckpt), "--out", "backbone.pth", "--format", "timm"])
     assert exported.returncode == 0, exported.stderr[-3000:]
     assert "--ckpt is now --ckpt_path" in exported.stderr  # the old flag still works, for one release
     import timm

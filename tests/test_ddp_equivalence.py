@@ -48,10 +48,21 @@ def one_step(rank, world_size, method):
     return float(global_loss), state
 
 
+def every_method(rank, world_size):
+    """One spawn for every check (starting processes is most of the cost)."""
+    return {method: one_step(rank, world_size, method) for method in ("moco", "byol", "swav")} | {
+        "swav_queue": _swav_steps_with_queue(rank, world_size), "batchnorm": _batchnorm_step(rank, world_size)}
+
+
+@pytest.fixture(scope="module")
+def two_ranks():
+    return run_distributed(every_method, 2)
+
+
 @pytest.mark.parametrize("method", ["moco", "byol", "swav"])
-def test_two_ranks_with_global_batchnorm_equal_one_process(method):
-    single_loss, single = run_distributed(one_step, 1, method)[0]
-    results = run_distributed(one_step, 2, method)
+def test_two_ranks_with_global_batchnorm_equal_one_process(two_ranks, method):
+    single_loss, single = one_step(0, 1, method)  # one process, the whole batch, no process group
+    results = [ranked[method] for ranked in two_ranks]
     for loss, state in results:
         assert loss == pytest.approx(single_loss, rel=1e-5, abs=1e-6)
         for key, value in single.items():
@@ -94,13 +105,13 @@ def _swav_steps_with_queue(rank, world_size):
     return losses, {k: v.clone() for k, v in model.state_dict().items() if k.startswith("queues.")}
 
 
-def test_swav_queue_is_global_and_two_ranks_equal_one_process():
+def test_swav_queue_is_global_and_two_ranks_equal_one_process(two_ranks):
     """``queue_length`` is global, as in main_swav.py (each of the W ranks scores
     queue_length / W embeddings): every step's loss, the queue and the codes it feeds equal
     one process holding the whole batch and queue; every rank keeps the whole queue, so a
     checkpoint from rank 0 resumes on any number of ranks."""
-    single_losses, single_queues = run_distributed(_swav_steps_with_queue, 1)[0]
-    results = run_distributed(_swav_steps_with_queue, 2)
+    single_losses, single_queues = _swav_steps_with_queue(0, 1)
+    results = [ranked["swav_queue"] for ranked in two_ranks]
     for key in single_queues:
         assert torch.equal(results[0][1][key], results[1][1][key]), key  # the same queue on every rank
     for losses, queues in results:
@@ -119,8 +130,8 @@ def _batchnorm_step(rank, world_size):
     return out.detach(), x.grad, bn.running_mean, bn.running_var
 
 
-def test_global_batchnorm_matches_batchnorm_on_the_whole_batch():
-    results = run_distributed(_batchnorm_step, 2)
+def test_global_batchnorm_matches_batchnorm_on_the_whole_batch(two_ranks):
+    results = [ranked["batchnorm"] for ranked in two_ranks]
     torch.manual_seed(0)
     bn = torch.nn.BatchNorm2d(3).train()
     x = torch.randn(8, 3, 4, 4, generator=torch.Generator().manual_seed(2), requires_grad=True)

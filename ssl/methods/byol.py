@@ -17,7 +17,7 @@ from sslkit.nn.backbones import build_backbone
 from sslkit.nn.heads import mlp_head
 from sslkit.nn.losses import byol_loss
 
-from .common import SSLHooks, check_canvas, configure_optimization, embedding_spread, reject_swap_negative
+from .common import SSLHooks, config, check_canvas, configure_optimization, embedding_spread, reject_swap_negative
 from .momentum import cosine_momentum, momentum_copy, momentum_update
 from .optim import OptimConfig
 from .speed import SpeedConfig
@@ -73,11 +73,11 @@ class BYOL(SSLHooks, pl.LightningModule):
         self.target_projector = momentum_copy(self.projector)
         self.augment = augment if augment is not None else BYOLViews()
         reject_swap_negative(self.augment, "BYOL")
-        self.optim = optim if optim is not None else OptimConfig(
+        self.optim = config(optim, OptimConfig, OptimConfig(
             name="lars", lr=0.2, weight_decay=1.5e-6, exclude_bias_and_norm=True, warmup_epochs=10,
             warmup_ends_at_peak=False,
-        )
-        self.speed = speed if speed is not None else SpeedConfig()
+        ))
+        self.speed = config(speed, SpeedConfig, SpeedConfig())
         self.tau_base = tau_base
         self.tau_final = tau_final
         self.knn = KNNAccuracy(knn_k, knn_temperature)

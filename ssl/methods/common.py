@@ -2,6 +2,7 @@
 loss sanity. Functions, not a base class, so each method reads top to bottom."""
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytorch_lightning as pl
@@ -15,6 +16,14 @@ from sslkit.nn import distributed
 
 from .optim import OptimConfig, build_optimizer, lr_at, scaled_lr
 from .speed import SpeedConfig, apply_speed, to_memory_format
+
+
+def config(value, cls, default):
+    """A configuration argument: an instance of ``cls``, its fields as a dict (how
+    checkpoints store it), or ``None`` for ``default``."""
+    if value is None:
+        return default
+    return cls(**value) if isinstance(value, dict) else value
 
 
 def global_batch_size(module: pl.LightningModule) -> int:
@@ -236,8 +245,15 @@ class SSLHooks:
         log_knn(self)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        """Record the method, so tools can rebuild it from the checkpoint alone."""
+        """Record the method, so tools can rebuild it from the checkpoint alone, and keep
+        its hyper-parameters plain data (configuration dataclasses as dicts, which every
+        constructor takes back): any process reads them without unpickling sslkit classes."""
         checkpoint["sslkit_class_path"] = f"{type(self).__module__}.{type(self).__qualname__}"
+        hparams = checkpoint.get("hyper_parameters")
+        if isinstance(hparams, dict):
+            checkpoint["hyper_parameters"] = {
+                k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) and not isinstance(v, type) else v
+                for k, v in hparams.items()}
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Backbone features of normalised images."""

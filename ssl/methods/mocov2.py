@@ -26,7 +26,7 @@ from sslkit.nn.syncbn import convert_global_batchnorm
 
 from .hardness_plot import SimilarityHistogram
 
-from .common import SSLHooks, check_canvas, configure_optimization, embedding_spread
+from .common import SSLHooks, config, check_canvas, configure_optimization, embedding_spread
 from .momentum import cosine_momentum, momentum_copy, momentum_update
 from .optim import OptimConfig
 from .speed import SpeedConfig
@@ -134,8 +134,8 @@ class MoCoV2(SSLHooks, pl.LightningModule):
         self.queue = NegativeQueue(queue_size, output_dim)
         self.queue_2 = NegativeQueue(queue_size, output_dim) if queue_per_view else None
         self.augment = augment if augment is not None else MoCoV2Views()
-        self.optim = optim if optim is not None else OptimConfig(lr=0.03, weight_decay=1e-4, schedule_interval="epoch")
-        self.speed = speed if speed is not None else SpeedConfig()
+        self.optim = config(optim, OptimConfig, OptimConfig(lr=0.03, weight_decay=1e-4, schedule_interval="epoch"))
+        self.speed = config(speed, SpeedConfig, SpeedConfig())
         self.temperature = temperature
         self.momentum = momentum
         self.momentum_end = momentum_end
@@ -145,7 +145,7 @@ class MoCoV2(SSLHooks, pl.LightningModule):
         self.knn = KNNAccuracy(knn_k, knn_temperature)
         self.band = HardnessBand(*hardness_band, queue_size, hardness_unit) if hardness_band is not None else None
         self.negative_beta = negative_beta
-        self.mochi = mochi
+        self.mochi = config(mochi, MoCHi, None)
         self.hardness_log_every = hardness_log_every
         self.histogram = SimilarityHistogram()
         self._total_steps = 0

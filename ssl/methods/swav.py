@@ -24,7 +24,7 @@ from sslkit.nn import distributed
 from sslkit.nn.losses import sinkhorn, swav_loss
 from sslkit.nn.queue import NegativeQueue
 
-from .common import (SSLHooks, check_canvas, configure_optimization, embedding_spread, reject_swap_negative,
+from .common import (SSLHooks, config, check_canvas, configure_optimization, embedding_spread, reject_swap_negative,
                      steps_per_epoch)
 from .optim import OptimConfig
 from .speed import SpeedConfig
@@ -103,11 +103,11 @@ class SwAV(SSLHooks, pl.LightningModule):
                            else NormalizedLinear(proj_output_dim, num_prototypes))
         self.augment = augment if augment is not None else MultiCropViews(mean=IMAGENET_MEAN, std=SWAV_STD)
         reject_swap_negative(self.augment, "SwAV")
-        self.optim = optim if optim is not None else OptimConfig(
+        self.optim = config(optim, OptimConfig, OptimConfig(
             name="lars", lr=4.8, lr_scaling="none", weight_decay=1e-6, trust_coefficient=0.001,
             trust_ratio="larc", warmup_epochs=10, warmup_start_lr=0.3, final_lr=0.0048,
-        )
-        self.speed = speed if speed is not None else SpeedConfig()
+        ))
+        self.speed = config(speed, SpeedConfig, SpeedConfig())
         self.temperature = temperature
         self.epsilon = epsilon
         self.sinkhorn_iterations = sinkhorn_iterations
