@@ -9,7 +9,7 @@ couples the views of one sample, so it is not a stage but an argument of the rec
 Every sample is augmented with probability ``p``, and only when its foreground covers a
 fraction of the image inside ``foreground_range`` (5-95% by default: an all-background or
 all-foreground mask carries no usable split). The drawn parameters of the last call are
-kept in ``last_params`` so that a call can be inspected or replayed.
+kept in ``last_params`` for inspection.
 """
 from __future__ import annotations
 

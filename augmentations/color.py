@@ -94,7 +94,7 @@ def apply_to(view: ViewDict, index: torch.Tensor, fn) -> torch.Tensor:
 class ColorJitter(Stage):
     """With probability ``p`` per sample, torchvision's colour jitter with the sample's own
     factors and order. ``last_params`` keeps the draws (``applied``, ``factors`` ``[B, 4]``,
-    ``order`` ``[B, 4]``), so a call can be checked or replayed."""
+    ``order`` ``[B, 4]``) for inspection."""
 
     def __init__(self, brightness: float = 0.4, contrast: float = 0.4, saturation: float = 0.4,
                  hue: float = 0.1, p: float = 0.8) -> None:

@@ -65,8 +65,10 @@ def view_stages(
 
 class MoCoV2Views(RepeatedView):
     """MoCo v2's recipe (``main_moco.py --aug-plus``), the same for every view:
-    RandomResizedCrop(scale 0.2-1) -> ColorJitter(0.4, 0.4, 0.4, 0.1) p=0.8 ->
-    grayscale p=0.2 -> Gaussian blur sigma 0.1-2 p=0.5 -> flip -> normalise.
+    RandomResizedCrop(scale 0.2-1), ColorJitter(0.4, 0.4, 0.4, 0.1) p=0.8, grayscale p=0.2,
+    Gaussian blur sigma 0.1-2 p=0.5, flip, normalise. The flip comes right after the crop
+    here (``view_stages``, BYOL's order): it commutes with per-pixel colour changes and a
+    symmetric blur kernel, so the distribution of views is MoCo's.
 
     ``background``: background stages (BG_RM, BG_Random) run first, on the whole image of
     every view; ``background_swap``: BG_Swaps (see ``MultiView``). ``eval_resize``: see

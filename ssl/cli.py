@@ -115,10 +115,69 @@ def run_name(argv: list[str]) -> str:
     return "+".join(stems) or "sslkit"
 
 
+def _renames(class_path: str | None) -> dict[str, str]:
+    """Old -> new constructor argument names of a model class (``renamed_arguments``)."""
+    if not class_path:
+        return {}
+    module, _, name = class_path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module or "sslkit.methods"), name)
+    except (ImportError, AttributeError):
+        return {}
+    return dict(getattr(cls.__init__, "renamed", {}))
+
+
+def renamed_config_keys(argv: list[str]) -> list[str]:
+    """Model arguments renamed in 0.2 (``tau_base`` -> ``momentum``, ``queue_length`` ->
+    ``queue_size``, ...) keep working for one release in config files and ``--model.init_args.*``
+    flags, each with a note naming the new key. A renamed file is passed on as YAML text."""
+    import yaml
+
+    out, class_path, i = [], None, 0
+    while i < len(argv):
+        arg = argv[i]
+        path = argv[i + 1] if arg in ("-c", "--config") and i + 1 < len(argv) else None
+        if path is not None and Path(path).is_file():
+            data = yaml.safe_load(Path(path).read_text())
+            model = data.get("model") if isinstance(data, dict) else None
+            if isinstance(model, dict):
+                class_path = model.get("class_path", class_path)
+                init = model.get("init_args")
+                old = [k for k in (init or {}) if k in _renames(class_path)] if isinstance(init, dict) else []
+                for key in old:
+                    new = _renames(class_path)[key]
+                    print(f"sslkit: {path}: model.init_args.{key} is now {new} (the old name goes in the next "
+                          f"release)", file=sys.stderr)
+                    init[new] = init.pop(key)
+                if old:
+                    out += [arg, yaml.safe_dump(data, sort_keys=False)]
+                    i += 2
+                    continue
+        flag, eq, value = arg.partition("=")
+        if flag.startswith("--model.class_path") or flag == "--model":
+            class_path = value if eq else (argv[i + 1] if i + 1 < len(argv) else class_path)
+        elif flag.startswith("--model.init_args.") and flag.count(".") == 2:
+            key = flag.rsplit(".", 1)[1]
+            if key in _renames(class_path):
+                new = _renames(class_path)[key]
+                print(f"sslkit: {flag} is now --model.init_args.{new} (the old name goes in the next release)",
+                      file=sys.stderr)
+                arg = f"--model.init_args.{new}" + eq + value
+        out.append(arg)
+        i += 1
+    return out
+
+
 class SSLKitCLI(LightningCLI):
     def __init__(self, args=None, run: bool = True, instantiate_trainer: bool = True) -> None:
         self._with_trainer = instantiate_trainer
         argv = list(sys.argv[1:] if args is None else args)
+        renamed = renamed_config_keys(argv)
+        if renamed != argv:
+            if args is None:
+                sys.argv = sys.argv[:1] + renamed
+            else:
+                args = renamed
         logger = {"class_path": "pytorch_lightning.loggers.CSVLogger",
                   "init_args": {"save_dir": "runs", "name": run_name(argv)}}
         super().__init__(
@@ -135,7 +194,6 @@ class SSLKitCLI(LightningCLI):
             run=run,
             auto_configure_optimizers=False,
         )
-
 
     def instantiate_trainer(self, **kwargs) -> pl.Trainer | None:
         if not self._with_trainer:  # inspection tools: model and data only, on whatever device is here
@@ -165,7 +223,7 @@ class SSLKitCLI(LightningCLI):
             rank_zero_info(f"sslkit: resuming from {last}")
             self.config_init["fit"]["ckpt_path"] = str(last)
         check = getattr(self.model, "check_data", None)
-        if check is not None:
+        if check is not None:  # before Lightning creates the log folder; setup() then skips it
             check(self.datamodule, self.trainer.world_size)
 
 

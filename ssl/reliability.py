@@ -109,9 +109,15 @@ class NumericalGuard(pl.Callback):
         self.collapse_threshold, self.collapse_patience = collapse_threshold, collapse_patience
         self.rollbacks, self._low = 0, 0
         self._snapshot: tuple[dict, list[dict]] | None = None
+        self._fault: str | None = None
 
     def setup(self, trainer, module, stage: str) -> None:
-        module._fault_policy = self.on_fault
+        self._fault = None
+        if self.on_fault == "rollback":  # the method skips a faulty step and tells us (SSLMethod.fault_handler)
+            module.fault_handler = self._report
+
+    def _report(self, message: str) -> None:
+        self._fault = message
 
     def _take_snapshot(self, trainer, module) -> None:
         model = {k: v.detach().clone().cpu() for k, v in module.state_dict().items()}
@@ -122,9 +128,8 @@ class NumericalGuard(pl.Callback):
         self._take_snapshot(trainer, module)
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
-        fault = getattr(module, "_fault", None)
-        if fault is not None:
-            module._fault = None
+        if self._fault is not None:
+            fault, self._fault = self._fault, None
             self._rollback(trainer, module, fault)
             return
         spread = trainer.callback_metrics.get("train/embedding_spread")

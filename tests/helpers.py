@@ -14,7 +14,7 @@ def tiny_data(**kwargs) -> SyntheticScenes:
 
 def tiny_moco(**kwargs) -> MoCoV2:
     args = dict(
-        backbone="test_resnet", hidden_dim=32, output_dim=16, queue_size=64, momentum=0.9,
+        backbone="test_resnet", proj_hidden_dim=32, proj_output_dim=16, queue_size=64, momentum=0.9,
         batchnorm="split", bn_splits=2, knn_k=5,
         augment=MoCoV2Views(crop_size=32, blur_p=0.0), optim=OptimConfig(lr=0.1),
     )
@@ -47,7 +47,7 @@ def tiny_swav(**kwargs):
     from sslkit.methods import SwAV
 
     args = dict(backbone="test_resnet", proj_hidden_dim=32, proj_output_dim=16, num_prototypes=10,
-                freeze_prototypes_epochs=0, queue_length=32, queue_start_epoch=0, knn_k=5,
+                freeze_prototypes_epochs=0, queue_size=32, queue_start_epoch=0, knn_k=5,
                 augment=MultiCropViews(global_size=32, local_size=16, num_local=2, blur_p=0.0))
     args.update(kwargs)
     return SwAV(**args)
@@ -63,6 +63,7 @@ def invoke(args, cwd, capfd, monkeypatch):
     import sys
 
     monkeypatch.chdir(cwd)
+    monkeypatch.setattr(sys, "argv", ["sslkit"])  # as a user's shell would leave it
     capfd.readouterr()
     handler = logging.StreamHandler(sys.stderr)  # what Lightning's messages print to outside pytest
     loggers = [logging.getLogger(name) for name in ("pytorch_lightning", "lightning.pytorch", "lightning")]

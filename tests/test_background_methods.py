@@ -7,23 +7,31 @@ from sslkit.augmentations import BackgroundRemove, BackgroundSwap, BYOLViews, Mo
 
 
 def test_moco_appends_the_swap_negative_to_the_logits():
+    """MoCo's loss with BG_Swaps equals a per-sample cross-entropy over [positive, queue,
+    swap negative] written out by hand; a sample without a negative has no extra logit."""
+    torch.manual_seed(0)
     model = tiny_moco().eval()  # BatchNorm on running statistics: keys independent of the batch
-    batch, dim = 6, 16
-    query = F.normalize(torch.randn(batch, dim), dim=1)
-    logits = torch.randn(batch, 1 + 64)
-    view = {"hard_negative": torch.randn(batch, 3, 32, 32),
-            "hard_negative_valid": torch.tensor([True, False, True, True, False, True])}
-    out, stats = model._append_hard_negative(logits, query, view)
-    assert out.shape == (batch, 66) and torch.equal(out[:, :65], logits)
-    key = model._keys(view["hard_negative"])
-    expected = (query * key).sum(1) / model.temperature
-    valid = view["hard_negative_valid"]
-    assert torch.allclose(out[valid, -1], expected[valid], atol=1e-5)
-    assert torch.isneginf(out[~valid, -1]).all()
+    batch = 6
+    x1, x2, negative = (torch.rand(batch, 3, 32, 32) for _ in range(3))
+    valid = torch.tensor([True, False, True, True, False, True])
+    queue = model.queue.keys.clone()
+    views = [{"image": x1}, {"image": x2, "hard_negative": negative, "hard_negative_valid": valid}]
+    loss, stats = model.step(views)
+
+    def encode(backbone, projector, x):
+        return F.normalize(projector(backbone(x)), dim=1)
+
+    with torch.no_grad():
+        q = encode(model.backbone, model.projector, x1)
+        k = encode(model.momentum_backbone, model.momentum_projector, x2)
+        n = encode(model.momentum_backbone, model.momentum_projector, negative)
+    losses = []
+    for i in range(batch):
+        logits = [q[i] @ k[i]] + [q[i] @ key for key in queue] + ([q[i] @ n[i]] if valid[i] else [])
+        losses.append(F.cross_entropy(torch.stack(logits)[None] / model.temperature, torch.tensor([0])))
+    assert float(loss) == pytest.approx(float(torch.stack(losses).mean()), abs=1e-5)
     assert float(stats["train/swap_negative_rate"]) == pytest.approx(4 / 6)
-    # an invalid negative changes nothing: same cross-entropy as without the column
-    targets = torch.zeros(batch, dtype=torch.long)
-    assert torch.allclose(F.cross_entropy(out[~valid], targets[~valid]), F.cross_entropy(logits[~valid], targets[~valid]))
+    assert int(model.queue.filled) == batch  # the keys of view 2 only, never the negatives
 
 
 def test_moco_trains_with_background_stages_and_the_negative_never_enters_the_queue(tmp_path):
@@ -43,6 +51,9 @@ def test_byol_and_swav_take_the_positive_only_form(tmp_path):
     byol = tiny_byol(augment=BYOLViews(crop_size=32, blur_p=(0.0, 0.0),
                                        background_swap=BackgroundSwap(p=0.5, hard_negative=False)))
     tiny_trainer(tmp_path, max_steps=2).fit(byol, tiny_data())
+    swapped = byol.augment.background_swap.last_params
+    assert swapped["chosen"].any() and "negative_valid" not in swapped  # positives swapped, no negative made
+    assert torch.isfinite(byol.trainer.callback_metrics["train/loss"])
     swav = tiny_swav(augment=MultiCropViews(global_size=32, local_size=16, num_local=2, blur_p=0.0,
                                             background_swap=BackgroundSwap(p=0.5, hard_negative=False)))
     tiny_trainer(tmp_path, max_steps=2).fit(swav, tiny_data())

@@ -386,11 +386,11 @@ def test_sslkit_checkpoint_and_method_initialisation(tmp_path, net):
     from sslkit.methods import MoCoV2
 
     torch.save(net.state_dict(), tmp_path / "plain.pth")
-    model = MoCoV2(backbone="torchvision.resnet18", queue_size=16, output_dim=8, hidden_dim=16,
+    model = MoCoV2(backbone="torchvision.resnet18", queue_size=16, proj_output_dim=8, proj_hidden_dim=16,
                    backbone_weights=str(tmp_path / "plain.pth"))
     reference = reference_network(net, False)
     assert_same_network(model.backbone.eval(), reference)
-    assert_same_network(model.key_backbone.eval(), reference)  # momentum copy made after loading
+    assert_same_network(model.momentum_backbone.eval(), reference)  # momentum copy made after loading
     torch.save({"state_dict": model.state_dict(), "hyper_parameters": {"backbone": "torchvision.resnet18"}},
                tmp_path / "sslkit.ckpt")
     backbone, report = load_backbone_report(tmp_path / "sslkit.ckpt")
@@ -419,7 +419,7 @@ def test_checkpoints_written_from_python_load_in_a_fresh_interpreter(tmp_path):
     from sslkit.methods import MoCoV2, OptimConfig, SpeedConfig
     from sslkit.nn.hardness import MoCHi
 
-    model = MoCoV2(backbone="torchvision.resnet18", small_images=True, queue_size=64, output_dim=8, hidden_dim=16,
+    model = MoCoV2(backbone="torchvision.resnet18", small_images=True, queue_size=64, proj_output_dim=8, proj_hidden_dim=16,
                    batchnorm="plain", optim=OptimConfig(lr=0.01), speed=SpeedConfig(),
                    augment=MoCoV2Views(crop_size=32, blur_p=0.0),
                    mochi=MoCHi(hardest=16, synthetic=4, query_synthetic=2))

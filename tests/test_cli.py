@@ -115,6 +115,23 @@ def test_crop_larger_than_canvas_fails_before_anything_is_written(tmp_path, capf
     assert not (tmp_path / "runs").exists()
 
 
+def test_renamed_model_keys_keep_working_with_a_note(tmp_path, capfd, monkeypatch):
+    """0.1 configs (BYOL's tau_base/tau_final, MoCo's hidden_dim) still train, as the new keys."""
+    (tmp_path / "old_byol.yaml").write_text(
+        "model:\n  class_path: sslkit.methods.BYOL\n  init_args:\n    tau_base: 0.9\n    proj_hidden_dim: 64\n"
+        "    pred_hidden_dim: 64\n    optim: {name: sgd, lr: 0.1}\n")
+    code, _, err = invoke(["fit", "-c", DEMO, "-c", "old_byol.yaml", *FAST, "--model.init_args.tau_final=0.95"],
+                          tmp_path, capfd, monkeypatch)
+    assert code == 0, err[-3000:]
+    assert "old_byol.yaml: model.init_args.tau_base is now momentum" in err
+    assert "--model.init_args.tau_final is now --model.init_args.momentum_end" in err
+    saved = next((tmp_path / "runs" / "demo+old_byol").glob("version_*/config.yaml")).read_text()
+    assert "momentum: 0.9\n" in saved and "momentum_end: 0.95\n" in saved and "tau_" not in saved
+    code, _, err = invoke(["fit", "-c", DEMO, *FAST, *MOCO, "--model.init_args.hidden_dim=32", "--trainer.max_epochs=0"],
+                          tmp_path, capfd, monkeypatch)
+    assert "--model.init_args.hidden_dim is now --model.init_args.proj_hidden_dim" in err
+
+
 def test_probe_configs_parse():
     from sslkit.commands.probe import build_parser
 

@@ -18,7 +18,7 @@ def build(method):
         return tiny_moco(batchnorm="sync", queue_size=32)
     if method == "byol":
         return tiny_byol()
-    return tiny_swav(queue_length=0, freeze_prototypes_epochs=0)
+    return tiny_swav(queue_size=0, freeze_prototypes_epochs=0)
 
 
 def views_for(method):
@@ -81,7 +81,7 @@ def _swav_steps_with_queue(rank, world_size):
     from helpers import tiny_swav
 
     torch.manual_seed(0)
-    model = convert_global_batchnorm(tiny_swav(queue_length=16, queue_start_epoch=0)).train()
+    model = convert_global_batchnorm(tiny_swav(queue_size=16, queue_start_epoch=0)).train()
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
     losses = []
     for step in range(3):
@@ -106,8 +106,8 @@ def _swav_steps_with_queue(rank, world_size):
 
 
 def test_swav_queue_is_global_and_two_ranks_equal_one_process(two_ranks):
-    """``queue_length`` is global, as in main_swav.py (each of the W ranks scores
-    queue_length / W embeddings): every step's loss, the queue and the codes it feeds equal
+    """``queue_size`` is global, as in main_swav.py (each of the W ranks scores
+    queue_size / W embeddings): every step's loss, the queue and the codes it feeds equal
     one process holding the whole batch and queue; every rank keeps the whole queue, so a
     checkpoint from rank 0 resumes on any number of ranks."""
     single_losses, single_queues = _swav_steps_with_queue(0, 1)

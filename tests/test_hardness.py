@@ -3,13 +3,20 @@ import torch
 import torch.nn.functional as F
 
 from ddp import run_distributed
-from sslkit.nn.hardness import HardnessBand, MoCHi, hardness_info_nce_logits, hardness_statistics
-from sslkit.nn.losses import info_nce_logits
+from sslkit.nn.hardness import HardNegatives, HardnessBand, MoCHi, hardness_statistics
+from sslkit.nn.losses import info_nce, info_nce_logits
 from sslkit.nn.queue import NegativeQueue
 
 
 def unit(*shape):
     return F.normalize(torch.randn(*shape), dim=-1)
+
+
+def hard_logits(q, k, queue, band=None, beta=0.0, mochi=None):
+    """InfoNCE logits and targets with ``HardNegatives`` as the selection, and what it saw."""
+    negatives = HardNegatives(band, beta, mochi)
+    logits, targets = info_nce_logits(q, k, queue, 0.2, negatives)
+    return logits, targets, negatives.last
 
 
 def naive_band(similarity, skip, end):
@@ -43,9 +50,10 @@ def test_full_band_is_plain_info_nce_bit_for_bit():
     q, k, queue = unit(8, 32), unit(8, 32), unit(512, 32)
     plain, targets = info_nce_logits(q, k, queue, 0.2)
     for band in (None, HardnessBand(0.0, 1.0, 512)):
-        banded = hardness_info_nce_logits(q, k, queue, 0.2, band)
-        assert torch.equal(banded.logits, plain)
-        assert torch.equal(F.cross_entropy(banded.logits, banded.targets), F.cross_entropy(plain, targets))
+        banded, banded_targets, _ = hard_logits(q, k, queue, band)
+        assert torch.equal(banded, plain)
+        assert torch.equal(F.cross_entropy(banded, banded_targets), F.cross_entropy(plain, targets))
+        assert torch.equal(info_nce(q, k, queue, 0.2, HardNegatives(band)), F.cross_entropy(plain, targets))
 
 
 def test_gradients_reach_only_the_selected_negatives_and_the_positive():
@@ -53,22 +61,22 @@ def test_gradients_reach_only_the_selected_negatives_and_the_positive():
     q = unit(4, 16).requires_grad_()
     k = unit(4, 16).requires_grad_()
     queue = unit(200, 16).requires_grad_()
-    out = hardness_info_nce_logits(q, k, queue, 0.2, HardnessBand(0.05, 0.2, 200))
-    F.cross_entropy(out.logits, out.targets).backward()
+    logits, targets, seen = hard_logits(q, k, queue, HardnessBand(0.05, 0.2, 200))
+    F.cross_entropy(logits, targets).backward()
     selected = torch.zeros(200, dtype=torch.bool)
-    selected[out.band_index.flatten()] = True
+    selected[seen.band_index.flatten()] = True
     touched = queue.grad.abs().sum(1) > 0
     assert torch.equal(touched, selected)
     assert (k.grad.abs().sum(1) > 0).all()
-    assert out.logits.shape == (4, 1 + 30)
+    assert logits.shape == (4, 1 + 30)
 
 
 def test_beta_zero_is_info_nce_and_beta_weights_hard_negatives_more():
     torch.manual_seed(0)
     q, k, queue = unit(8, 16), unit(8, 16), unit(300, 16)
-    plain = hardness_info_nce_logits(q, k, queue, 0.2).logits
-    assert torch.equal(hardness_info_nce_logits(q, k, queue, 0.2, beta=0.0).logits, plain)
-    weighted = hardness_info_nce_logits(q, k, queue, 0.2, beta=5.0).logits
+    plain = info_nce_logits(q, k, queue, 0.2)[0]
+    assert torch.equal(hard_logits(q, k, queue, beta=0.0)[0], plain)
+    weighted = hard_logits(q, k, queue, beta=5.0)[0]
     # log-weights log(K w_i) with w = softmax(beta s): closed form
     s = plain[:, 1:] * 0.2
     expected = plain[:, 1:] + torch.log(torch.tensor(300.0)) + torch.log_softmax(5.0 * s, dim=1)
@@ -79,12 +87,12 @@ def test_beta_zero_is_info_nce_and_beta_weights_hard_negatives_more():
 def test_mochi_negatives_are_unit_mixes_of_the_hardest():
     torch.manual_seed(0)
     q, k, queue = unit(4, 16), unit(4, 16), unit(100, 16)
-    out = hardness_info_nce_logits(q, k, queue, 0.2, mochi=MoCHi(hardest=10, synthetic=7, query_synthetic=3))
-    assert out.logits.shape == (4, 1 + 100 + 10)
-    synthetic_logits = out.logits[:, 101:] * 0.2
+    logits, _, seen = hard_logits(q, k, queue, mochi=MoCHi(hardest=10, synthetic=7, query_synthetic=3))
+    assert logits.shape == (4, 1 + 100 + 10)
+    synthetic_logits = logits[:, 101:] * 0.2
     assert (synthetic_logits.abs() <= 1 + 1e-5).all()
     # mixes of hard negatives sit near the hard end: above the median real negative
-    assert (synthetic_logits[:, :7].mean(1) > out.similarity.median(1).values).all()
+    assert (synthetic_logits[:, :7].mean(1) > seen.similarity.median(1).values).all()
 
 
 def test_same_class_fraction_on_a_hand_made_example():
@@ -122,8 +130,8 @@ def _band_on_each_rank(rank, world_size):
     torch.manual_seed(10 + rank)
     queue.enqueue(unit(4, 8), torch.full((4,), rank))
     queries = unit(3, 8)
-    out = hardness_info_nce_logits(queries, unit(3, 8), queue.keys, 0.2, HardnessBand(0.1, 0.3, 64))
-    return queue.keys.clone(), queue.labels.clone(), queries, out.band_index
+    seen = hard_logits(queries, unit(3, 8), queue.keys, HardnessBand(0.1, 0.3, 64))[2]
+    return queue.keys.clone(), queue.labels.clone(), queries, seen.band_index
 
 
 def test_band_under_ddp_uses_the_same_gathered_queue_on_every_rank():
@@ -144,7 +152,7 @@ def test_moco_trains_on_the_band_and_logs_what_it_selects(tmp_path):
     trainer = tiny_trainer(tmp_path, max_steps=8)
     trainer.fit(model, tiny_data())
     metrics = trainer.callback_metrics
-    assert float(metrics["hardness/band_size"]) == model.band.size == 32 - 3
+    assert float(metrics["hardness/band_size"]) == model.negatives.band.size == 32 - 3
     for key in ("hardness/same_class_band", "hardness/same_class_queue", "hardness/sim_q5", "hardness/sim_q999"):
         assert torch.isfinite(metrics[key])
     assert float(metrics["hardness/band_sim_max"]) >= float(metrics["hardness/band_sim_min"])

@@ -33,7 +33,17 @@ def test_info_nce_per_query_negatives_match_shared():
 
 
 def test_info_nce_gradient_only_through_query_when_keys_detached():
+    """With detached keys only the query gets a gradient, and it is the closed form
+    dL/dq_i = ((p_i0 - 1) k_i + sum_j p_ij n_j) / (tau B), p_i = softmax of query i's logits."""
+    torch.manual_seed(0)
+    tau = 0.2
     q = F.normalize(torch.randn(3, 4), dim=1).requires_grad_()
-    k = F.normalize(torch.randn(3, 4), dim=1)
-    info_nce(q, k, F.normalize(torch.randn(5, 4), dim=1)).backward()
-    assert q.grad is not None and q.grad.abs().sum() > 0
+    k = F.normalize(torch.randn(3, 4), dim=1).requires_grad_()
+    queue = F.normalize(torch.randn(5, 4), dim=1).requires_grad_()
+    info_nce(q, k.detach(), queue.detach(), tau).backward()
+    assert k.grad is None and queue.grad is None
+    expected = []
+    for i in range(3):
+        p = torch.softmax(torch.cat([(q[i] @ k[i])[None], queue @ q[i]]) / tau, dim=0).detach()
+        expected.append(((p[0] - 1) * k[i] + p[1:] @ queue).detach() / (tau * 3))
+    assert torch.allclose(q.grad, torch.stack(expected), atol=1e-6)

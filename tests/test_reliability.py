@@ -6,6 +6,7 @@ import sys
 import time
 
 import pytest
+import pytorch_lightning as pl
 import torch
 
 from conftest import REPO
@@ -88,17 +89,40 @@ def test_nan_loss_stops_with_the_step_named_and_keeps_earlier_checkpoints(tmp_pa
     assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
 
 
+class StateAt(pl.Callback):
+    """The module's state (weights, queue, momentum encoder) and the optimiser's momentum
+    buffers after every step before the guard's first rollback, and right after it."""
+
+    def __init__(self, guard):
+        self.guard, self.states = guard, {}
+
+    def on_train_batch_end(self, trainer, module, *args):
+        state = ({k: v.clone() for k, v in module.state_dict().items()},
+                 [b.clone() for g in trainer.optimizers[0].param_groups for p in g["params"]
+                  if (b := trainer.optimizers[0].state.get(p, {}).get("momentum_buffer")) is not None])
+        if self.guard.rollbacks == 1 and "rolled back" not in self.states:
+            self.states["rolled back"] = state
+        elif self.guard.rollbacks == 0:
+            self.states[trainer.global_step] = state
+
+
 def test_rollback_restores_the_last_good_state_and_goes_on(tmp_path):
     from helpers import tiny_data, tiny_moco, tiny_trainer
     from sslkit.reliability import NumericalGuard
 
     guard = NumericalGuard(on_fault="rollback", snapshot_every=2)
     model = poisoned(tiny_moco(), {3})
-    trainer = tiny_trainer(tmp_path, max_steps=5, callbacks=[guard])
+    recorder = StateAt(guard)
+    trainer = tiny_trainer(tmp_path, max_steps=5, callbacks=[guard, recorder])
     trainer.fit(model, tiny_data())
     assert guard.rollbacks == 1 and trainer.global_step == 5
+    (snapshot, snapshot_buffers), (restored, restored_buffers) = recorder.states[2], recorder.states["rolled back"]
+    before_fault = recorder.states[3][0]
+    assert not torch.equal(before_fault["queue.keys"], snapshot["queue.keys"])  # step 3 moved the state on
+    for key in snapshot:  # weights, momentum encoder, queue keys and pointer: back to step 2
+        assert torch.equal(restored[key], snapshot[key]), key
+    assert len(snapshot_buffers) > 0 and all(torch.equal(a, b) for a, b in zip(restored_buffers, snapshot_buffers))
     assert all(torch.isfinite(p).all() for p in model.parameters())
-    assert torch.isfinite(model.queue.keys).all()  # the poisoned step's keys were rolled back too
     with pytest.raises(FloatingPointError, match="gave up after 1 rollbacks"):
         tiny_trainer(tmp_path, max_steps=6, callbacks=[NumericalGuard("rollback", max_rollbacks=1)]).fit(
             poisoned(tiny_moco(), {2, 3, 4}), tiny_data())

@@ -5,7 +5,33 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from helpers import tiny_byol, tiny_data, tiny_moco
+from helpers import tiny_byol, tiny_data, tiny_moco, tiny_swav, tiny_trainer
+from sslkit.methods import BYOL, MoCoV2, SwAV
+
+
+def swav_with_queue():
+    return tiny_swav(queue_size=32, queue_start_epoch=0)
+
+
+@pytest.mark.parametrize("build, cls, state", [
+    (tiny_moco, MoCoV2, ["queue.keys", "queue.ptr", "momentum_backbone.model.conv1.0.weight"]),
+    (tiny_byol, BYOL, ["momentum_backbone.model.conv1.0.weight", "momentum_projector.0.weight"]),
+    (swav_with_queue, SwAV, ["queues.0.keys", "queues.1.keys", "prototypes.weight"]),
+], ids=["moco", "byol", "swav"])
+def test_load_from_checkpoint_restores_every_tensor(tmp_path, build, cls, state):
+    """A saved method loads back with every tensor it trained (queues and their pointers,
+    momentum networks, prototypes), each of which differs from a fresh model's."""
+    torch.manual_seed(0)
+    model = build()
+    trainer = tiny_trainer(tmp_path, max_steps=3)
+    trainer.fit(model, tiny_data())
+    trainer.save_checkpoint(tmp_path / "method.ckpt")
+    restored, fresh = cls.load_from_checkpoint(tmp_path / "method.ckpt").state_dict(), build().state_dict()
+    trained = model.state_dict()
+    assert restored.keys() == trained.keys()
+    for key in trained:
+        assert torch.equal(restored[key], trained[key]), key
+    assert all(not torch.equal(fresh[key], trained[key]) for key in state)
 
 
 class StopAt(pl.Callback):
@@ -32,8 +58,8 @@ def fit(tmp_path, build, max_steps, ckpt_path=None, every=None, accumulate=1, ca
     return model, trainer
 
 
-@pytest.mark.parametrize("build, accumulate", [(tiny_moco, 1), (tiny_byol, 1), (tiny_moco, 2)],
-                         ids=["moco", "byol", "moco-accumulate-2"])
+@pytest.mark.parametrize("build, accumulate", [(tiny_moco, 1), (tiny_byol, 1), (swav_with_queue, 1), (tiny_moco, 2)],
+                         ids=["moco", "byol", "swav", "moco-accumulate-2"])
 def test_stop_and_resume_equals_an_uninterrupted_run(tmp_path, build, accumulate):
     n = 6  # 4 (8 micro-) batches per epoch: the interruption falls in the middle of epoch 2
     whole, whole_trainer = fit(tmp_path / "whole", build, 2 * n, accumulate=accumulate)

@@ -107,7 +107,7 @@ def fit_recording(model, data, epochs):
 def test_swav_trains_on_main_swav_schedule_per_iteration():
     optim = OptimConfig(name="lars", lr=4.8, lr_scaling="none", weight_decay=1e-6, trust_ratio="larc",
                         warmup_epochs=1, warmup_start_lr=0.3, final_lr=0.0048)
-    model = tiny_swav(queue_length=0, optim=optim)
+    model = tiny_swav(queue_size=0, optim=optim)
     data = tiny_data(num_train=64, batch_size=16)  # 4 iterations per epoch
     recorder = fit_recording(model, data, epochs=3)
     reference = swav_schedule(4.8, 0.0048, 0.3, 1, 3, 4)

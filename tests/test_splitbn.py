@@ -103,7 +103,7 @@ def test_uneven_batches_use_the_same_interleaved_splits():
 
 def test_moco_split_mode_uses_split_batchnorm_in_both_encoders():
     model = tiny_moco(batchnorm="split", bn_splits=2)
-    for encoder in (model.backbone, model.key_backbone):
+    for encoder in (model.backbone, model.momentum_backbone):
         norms = [m for m in encoder.modules() if isinstance(m, nn.BatchNorm2d)]
         assert norms and all(isinstance(m, SplitBatchNorm2d) and m.num_splits == 2 for m in norms)
     plain = tiny_moco(batchnorm="plain")

@@ -113,8 +113,7 @@ def _sslkit_detect(c: dict) -> bool:
 
 
 def _sslkit_momentum(c: dict) -> StateDict:
-    state = _sslkit_state(c)
-    return strip(state, "key_backbone.model.") or strip(state, "target_backbone.model.")
+    return strip(_sslkit_state(c), "momentum_backbone.model.")
 
 
 def _sslkit_stem(c: dict) -> int | None:
@@ -236,7 +235,7 @@ FORMATS: list[Format] = [
     Format("sslkit", "an sslkit checkpoint of any method (backbone.model.*, hyper_parameters record the backbone)",
            "runs/<name>/version_N/checkpoints/last.ckpt", _sslkit_detect,
            two((lambda c: strip(_sslkit_state(c), "backbone.model."), "backbone"),
-               (_sslkit_momentum, "key/target backbone")),
+               (_sslkit_momentum, "momentum backbone")),
            arch=lambda c: c["hyper_parameters"]["backbone"], small_stem_padding=_sslkit_stem),
     Format("moco", "official MoCo v1/v2 (state_dict, module.encoder_q.* / module.encoder_k.*, arch recorded)",
            "moco_v2_800ep_pretrain.pth.tar, checkpoint_0199.pth.tar", lambda c: has(main_state_dict(c), "module.encoder_q."),

@@ -240,22 +240,22 @@ def load_backbone_weights(backbone: Backbone, source: str | Path, format: str = 
 
 
 def load_projector(source: str | Path) -> nn.Module | None:
-    """The projection head of an sslkit checkpoint (MoCo's ``head``, BYOL's and SwAV's
-    ``projector``) when the checkpoint records its method, else ``None``."""
+    """The projector of an sslkit checkpoint (every method has one, ``SSLMethod``), from the
+    method the checkpoint records, loaded strictly; ``None`` for other formats."""
     checkpoint = read_checkpoint(source)
-    hparams = checkpoint.get("hyper_parameters") or {}
-    class_path = checkpoint.get("sslkit_class_path") or hparams.get("_class_path")
+    class_path = checkpoint.get("sslkit_class_path")
     if class_path is None:
         return None
     module_name, _, class_name = class_path.rpartition(".")
     cls = getattr(importlib.import_module(module_name), class_name)
+    hparams = checkpoint.get("hyper_parameters") or {}
     kwargs = {k: v for k, v in hparams.items() if k not in ("augment", "backbone_weights") and not k.startswith("_")}
     model = cls(**kwargs)
-    model.load_state_dict(checkpoint["state_dict"], strict=False)
-    for name in ("head", "projector"):
-        if hasattr(model, name):
-            return getattr(model, name).eval()
-    return None
+    try:
+        model.load_state_dict(checkpoint["state_dict"], strict=True)
+    except RuntimeError as err:
+        raise CheckpointError(f"'{source}' does not fit the {class_name} it records: {err}") from err
+    return model.projector.eval()
 
 
 def file_digest(path: str | Path, chunk: int = 1 << 20) -> str:

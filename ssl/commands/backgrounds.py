@@ -34,7 +34,7 @@ def main(argv: list[str]) -> None:
     data.setup("validate")
     k = args.k or model.knn.k
     temperature = args.temperature or model.knn.temperature
-    results = backgrounds_knn(model.backbone, model.augment.evaluate, data._bank(), data.val_set, k, temperature,
+    results = backgrounds_knn(model.backbone, model.augment.evaluate, data.knn_bank(), data.val_set, k, temperature,
                               data.batch_size, device, VARIANTS, args.seed)
     out = Path(args.out) if args.out else (
         Path(args.ckpt_path).with_name("backgrounds.json") if args.ckpt_path else Path("backgrounds.json"))

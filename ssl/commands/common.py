@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -35,7 +36,9 @@ def from_config(configs: list[str], overrides: list[str]) -> tuple[pl.LightningM
             raise FileNotFoundError(f"config file '{config}' does not exist")
     check_overlays(list(configs), "fit")
     args = [item for config in configs for item in ("-c", config)] + list(overrides)
-    cli = SSLKitCLI(args=args, run=False, instantiate_trainer=False)
+    with warnings.catch_warnings():  # the tool's own command line is not the CLI's: no mix-up to warn of
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+        cli = SSLKitCLI(args=args, run=False, instantiate_trainer=False)
     return cli.model, cli.datamodule
 
 
@@ -47,12 +50,22 @@ def load_weights(model: pl.LightningModule, ckpt_path: str) -> None:
     checkpoint = read_checkpoint(ckpt_path)
     if "state_dict" not in checkpoint:
         raise ValueError(f"'{ckpt_path}' is not an sslkit/Lightning checkpoint (no 'state_dict')")
-    result = model.load_state_dict(checkpoint["state_dict"], strict=False)
-    if result.missing_keys or result.unexpected_keys:
+    recorded, expected = checkpoint.get("sslkit_class_path"), f"{type(model).__module__}.{type(model).__qualname__}"
+    if recorded and recorded != expected:
+        raise ValueError(f"checkpoint '{ckpt_path}' does not fit the config's model: it holds a {recorded}, the "
+                         f"config builds a {expected}; pass the config(s) it was trained with")
+    own = model.state_dict()
+    state = checkpoint["state_dict"]
+    reshaped = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items()
+                if k in own and hasattr(v, "shape") and v.shape != own[k].shape]
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    if missing or unexpected or reshaped:
         raise ValueError(
-            f"checkpoint '{ckpt_path}' does not fit the config's model: missing {result.missing_keys[:5]}, "
-            f"unexpected {result.unexpected_keys[:5]}"
+            f"checkpoint '{ckpt_path}' does not fit the config's model: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}, shapes (checkpoint vs config) {reshaped[:5]}; pass the config(s) it was "
+            f"trained with"
         )
+    model.load_state_dict(state)
 
 
 RENAMED_FLAGS = {"--source": "--ckpt_path", "--ckpt": "--ckpt_path", "--source_format": "--ckpt_format"}

@@ -1,4 +1,4 @@
-"""``sslkit spectrum``: eigenspectrum of a checkpoint's representation (SPEC §6).
+"""``sslkit spectrum``: eigenspectrum of a checkpoint's representation.
 
     sslkit spectrum -c configs/linear_probe.yaml --ckpt_path runs/demo/version_0/checkpoints/last.ckpt
 

@@ -69,7 +69,9 @@ class SSLDataModule(pl.LightningDataModule):
             persistent_workers=self.num_workers > 0,
         )
 
-    def _bank(self) -> Dataset:
+    def knn_bank(self) -> Dataset:
+        """The kNN monitor's bank: the train split without augmentation (``bank_set`` when
+        given), evenly thinned to ``knn_bank_size`` images."""
         bank = self.bank_set if self.bank_set is not None else self.train_set
         if self.knn_bank_size is not None and self.knn_bank_size < len(bank):
             step = len(bank) / self.knn_bank_size
@@ -102,7 +104,7 @@ class SSLDataModule(pl.LightningDataModule):
                 self._sampler.resume(*self._resume)
 
     def val_dataloader(self) -> list[DataLoader]:
-        return [self._loader(self._bank(), shuffle=False), self._loader(self.val_set, shuffle=False)]
+        return [self._loader(self.knn_bank(), shuffle=False), self._loader(self.val_set, shuffle=False)]
 
     def test_dataloader(self) -> list[DataLoader]:
         return self.val_dataloader()

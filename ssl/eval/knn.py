@@ -59,6 +59,10 @@ class KNNAccuracy(Metric):
             self.query_features.append(features.detach().float())
             self.query_labels.append(labels.detach())
 
+    def ready(self) -> bool:
+        """Both the bank and the queries have features."""
+        return len(self.bank_features) > 0 and len(self.query_features) > 0
+
     def compute(self) -> torch.Tensor:
         def cat(x):
             return torch.cat(x) if isinstance(x, list) else x

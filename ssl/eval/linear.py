@@ -1,4 +1,4 @@
-"""Linear classifiers on frozen features: the fast path of the linear probe (SPEC §7).
+"""Linear classifiers on frozen features: the fast path of the linear probe.
 
 Full-batch L-BFGS multinomial logistic regression with an L2 penalty on the weights
 (not the bias), as in CLIP's linear probes: ``mean CE + (l2 / 2) ||W||^2``, the objective

@@ -66,10 +66,8 @@ def apply_speed(module: pl.LightningModule, config: SpeedConfig) -> None:
     if reason is not None:
         rank_zero_warn(f"speed.compile skipped: {reason}")
         return
-    for name in ("backbone", "key_backbone", "target_backbone"):
-        backbone = getattr(module, name, None)
-        if backbone is not None:
-            backbone.model.compile(backend=config.compile_backend, mode=config.compile_mode)
+    for backbone in module.encoders():
+        backbone.model.compile(backend=config.compile_backend, mode=config.compile_mode)
 
 
 def to_memory_format(views: list[dict], config: SpeedConfig) -> list[dict]:

@@ -1,4 +1,4 @@
-"""SwAV (Caron et al. 2020, arXiv 2006.09882) as a LightningModule.
+"""SwAV (Caron et al. 2020, arXiv 2006.09882) as an sslkit method.
 
 Embeddings are scored against learnable prototypes; Sinkhorn-Knopp turns the scores of
 each global crop into balanced codes, and every other crop predicts them (swapped
@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -24,13 +23,12 @@ from sslkit.nn import distributed
 from sslkit.nn.losses import sinkhorn, swav_loss
 from sslkit.nn.queue import NegativeQueue
 
-from .common import (SSLHooks, config, check_canvas, configure_optimization, embedding_spread, reject_swap_negative,
-                     steps_per_epoch)
-from .optim import OptimConfig
+from .method import SSLMethod, config, embedding_spread, make_backbone, refuse_swap_negative, renamed_arguments
+from .optim import OptimConfig, steps_per_epoch
 from .speed import SpeedConfig
 
 
-class SwAV(SSLHooks, pl.LightningModule):
+class SwAV(SSLMethod):
     """SwAV with multi-crop.
 
     Args:
@@ -47,10 +45,10 @@ class SwAV(SSLHooks, pl.LightningModule):
         freeze_prototypes_epochs: prototypes get no update during this many initial epochs
             (``freeze_prototypes_niters`` 313 at batch 4096 and 5005 at batch 256 in SwAV's
             scripts: one epoch of ImageNet either way).
-        queue_length: global number of past embeddings per global crop added to the scores
-            when computing codes (0 = off; 3840 in SwAV's batch-256 scripts). As in
-            ``main_swav.py`` it is cut to a multiple of the global batch and each of the W
-            ranks scores ``queue_length / W`` of them, so Sinkhorn sees the whole queue once.
+        queue_size: global number of past embeddings per global crop added to the scores
+            when computing codes (0 = off; ``queue_length`` 3840 in SwAV's batch-256 scripts).
+            As in ``main_swav.py`` it is cut to a multiple of the global batch and each of the W
+            ranks scores ``queue_size / W`` of them, so Sinkhorn sees the whole queue once.
         queue_start_epoch: the queue is used from this epoch on, once full.
         queue_fill_epoch: embeddings enter the queue from this epoch on; ``None`` = from
             ``queue_start_epoch`` (``main_swav.py``); solo-learn fills it from epoch 0.
@@ -62,9 +60,10 @@ class SwAV(SSLHooks, pl.LightningModule):
         speed: channels_last and torch.compile (``SpeedConfig``).
     """
 
+    @renamed_arguments(queue_length="queue_size")
     def __init__(
         self,
-        backbone: str = "resnet50",
+        backbone: str = "torchvision.resnet50",
         small_images: bool = False,
         small_stem_padding: int = 1,
         backbone_kwargs: dict | None = None,
@@ -79,7 +78,7 @@ class SwAV(SSLHooks, pl.LightningModule):
         epsilon: float = 0.05,
         sinkhorn_iterations: int = 3,
         freeze_prototypes_epochs: float = 1.0,
-        queue_length: int = 0,
+        queue_size: int = 0,
         queue_start_epoch: int = 15,
         queue_fill_epoch: int | None = None,
         augment: MultiView | None = None,
@@ -92,17 +91,15 @@ class SwAV(SSLHooks, pl.LightningModule):
         self.save_hyperparameters(ignore=["augment"])
         if num_prototypes < 2:
             raise ValueError(f"model.num_prototypes must be at least 2, got {num_prototypes}")
-        self.backbone = build_backbone(backbone, small_images=small_images, small_stem_padding=small_stem_padding,
-                                       **(backbone_kwargs or {}))
-        if backbone_weights:
-            load_backbone_weights(self.backbone, backbone_weights, backbone_weights_format, backbone_weights_branch)
+        self.backbone = make_backbone(backbone, small_images, small_stem_padding, backbone_kwargs, backbone_weights,
+                                      backbone_weights_format, backbone_weights_branch)
         self.projector = mlp_head(self.backbone.dim, proj_hidden_dim, proj_output_dim, batch_norm=True)
         if prototype_norm not in ("renormalize", "weight_norm"):
             raise ValueError(f"model.prototype_norm must be renormalize or weight_norm, got '{prototype_norm}'")
         self.prototypes = (nn.Linear(proj_output_dim, num_prototypes, bias=False) if prototype_norm == "renormalize"
                            else NormalizedLinear(proj_output_dim, num_prototypes))
         self.augment = augment if augment is not None else MultiCropViews(mean=IMAGENET_MEAN, std=SWAV_STD)
-        reject_swap_negative(self.augment, "SwAV")
+        refuse_swap_negative(self)
         self.optim = config(optim, OptimConfig, OptimConfig(
             name="lars", lr=4.8, lr_scaling="none", weight_decay=1e-6, trust_coefficient=0.001,
             trust_ratio="larc", warmup_epochs=10, warmup_start_lr=0.3, final_lr=0.0048,
@@ -115,9 +112,9 @@ class SwAV(SSLHooks, pl.LightningModule):
         self.queue_start_epoch = queue_start_epoch
         self.queue_fill_epoch = queue_start_epoch if queue_fill_epoch is None else queue_fill_epoch
         self.num_global = getattr(self.augment, "num_global", 2)
-        self.queue_length = queue_length
-        self.queues = nn.ModuleList(NegativeQueue(queue_length, proj_output_dim) for _ in range(self.num_global)
-                                    ) if queue_length > 0 else None
+        self.queue_size = queue_size
+        self.queues = nn.ModuleList(NegativeQueue(queue_size, proj_output_dim) for _ in range(self.num_global)
+                                    ) if queue_size > 0 else None
         self._freeze_steps = 0
         self.knn = KNNAccuracy(knn_k, knn_temperature)
 
@@ -197,22 +194,26 @@ class SwAV(SSLHooks, pl.LightningModule):
                 p.grad = None
 
     def check_data(self, datamodule, world_size: int = 1) -> None:
-        check_canvas(self, datamodule)
+        """Besides the recipe: a queue at least one global batch long."""
+        super().check_data(datamodule, world_size)
         batch = getattr(datamodule, "batch_size", None)
+        if self.queues is not None and batch is not None and self.queue_size < batch * world_size:
+            raise ValueError(f"model.queue_size={self.queue_size} is shorter than the global batch "
+                             f"({batch} x {world_size} ranks); raise it or set it to 0")
+
+    def prepare(self) -> None:
+        """``main_swav.py``: ``queue_length -= queue_length % (batch_size * world_size)``."""
+        data = self.trainer.datamodule if self.trainer is not None else None
+        batch = getattr(data, "batch_size", None)
         if self.queues is None or batch is None:
             return
-        per_step = batch * world_size
-        length = self.queue_length - self.queue_length % per_step
-        if length == 0:
-            raise ValueError(f"model.queue_length={self.queue_length} is shorter than the global batch "
-                             f"({batch} x {world_size} ranks); raise it or set it to 0")
-        if length != self.queues[0].size:  # main_swav.py: queue_length -= queue_length % (batch * world size)
+        length = self.queue_size - self.queue_size % (batch * self.trainer.world_size)
+        if length != self.queues[0].size:
             dim = self.queues[0].dim
             self.queues = nn.ModuleList(NegativeQueue(length, dim) for _ in range(self.num_global)).to(self.device)
 
     def configure_optimizers(self):
-        params = nn.ModuleList([self.backbone, self.projector, self.prototypes])
-        config = configure_optimization(self, params, self.optim)
+        config = super().configure_optimizers()
         self._freeze_steps = int(round(self.freeze_prototypes_epochs * steps_per_epoch(self.trainer)))
         return config
 

@@ -1,5 +1,5 @@
 """Hardness-aware negatives for contrastive learning (Cai, Frankle, Schwab, Morcos 2020,
-arXiv 2010.06682; SPEC §5), with two optional relatives: MoCHi's synthetic hard negatives
+arXiv 2010.06682), with two optional relatives: MoCHi's synthetic hard negatives
 (Kalantidis et al. 2020) and Robinson et al.'s (2021) beta-reweighting.
 
 For each query the queue's negatives are ranked by similarity (hardest = most similar).
@@ -98,51 +98,50 @@ def mochi_negatives(query: torch.Tensor, negatives: torch.Tensor, similarity: to
 
 
 @dataclass
-class NegativeLogits:
-    """What ``hardness_info_nce_logits`` computed, kept for the hardness statistics."""
+class NegativeSimilarity:
+    """What ``HardNegatives`` saw in its last call, kept for the hardness statistics."""
 
-    logits: torch.Tensor
-    targets: torch.Tensor
     similarity: torch.Tensor
     band_similarity: torch.Tensor
     band_index: torch.Tensor
 
 
-def hardness_info_nce_logits(
-    query: torch.Tensor,
-    positive: torch.Tensor,
-    negatives: torch.Tensor,
-    temperature: float,
-    band: HardnessBand | None = None,
-    beta: float = 0.0,
-    mochi: MoCHi | None = None,
-) -> NegativeLogits:
-    """InfoNCE logits ``[B, 1 + M]`` (positive first) over each query's band of ``negatives``
-    ``[K, D]``, optionally beta-reweighted and with MoCHi negatives appended.
+class HardNegatives:
+    """The negatives each query of InfoNCE is contrasted with: its ``band`` of the queue
+    (``HardnessBand``; ``None`` = all), optionally beta-reweighted and with MoCHi's synthetic
+    negatives appended. Passed to ``sslkit.nn.losses.info_nce(selection=...)``; with no band,
+    beta or MoCHi it is plain InfoNCE to the bit. ``last`` keeps the similarities of the last
+    call for diagnostics.
 
     beta-reweighting (Robinson et al. 2021, eq. 3 without debiasing) replaces the sum over
     negatives by M times their mean under weights ``w_i = softmax(beta s_i)`` (no gradient
     through w): a term ``log(M w_i)`` added to each negative logit. ``beta = 0`` is InfoNCE.
     """
-    positive_similarity = (query * positive).sum(dim=1, keepdim=True)
-    similarity = query @ negatives.to(query.dtype).T
-    if band is None or band.full:
-        band_similarity = similarity
-        band_index = torch.arange(similarity.shape[1], device=similarity.device).expand_as(similarity)
-    else:
-        band_similarity, band_index = band.select(similarity)
-    parts = [positive_similarity, band_similarity]
-    if mochi is not None:
-        synthetic = mochi_negatives(query, negatives.to(query.dtype), similarity, mochi)
-        parts.append(torch.einsum("bd,bmd->bm", query, synthetic))
-    logits = torch.cat(parts, dim=1) / temperature
-    if beta != 0.0:
-        with torch.no_grad():
-            s = logits[:, 1:] * temperature
-            log_weight = math.log(s.shape[1]) + beta * s - torch.logsumexp(beta * s, dim=1, keepdim=True)
-        logits = torch.cat([logits[:, :1], logits[:, 1:] + log_weight], dim=1)
-    targets = torch.zeros(query.shape[0], dtype=torch.long, device=query.device)
-    return NegativeLogits(logits, targets, similarity, band_similarity, band_index)
+
+    def __init__(self, band: HardnessBand | None = None, beta: float = 0.0, mochi: MoCHi | None = None) -> None:
+        self.band, self.beta, self.mochi = band, beta, mochi
+        self.last: NegativeSimilarity | None = None
+
+    def logits(self, query: torch.Tensor, negatives: torch.Tensor, temperature: float) -> torch.Tensor:
+        """Negative logits ``[B, M]`` (divided by ``temperature``) of ``query`` against ``negatives`` ``[K, D]``."""
+        similarity = query @ negatives.to(query.dtype).T
+        if self.band is None or self.band.full:
+            band_similarity = similarity
+            band_index = torch.arange(similarity.shape[1], device=similarity.device).expand_as(similarity)
+        else:
+            band_similarity, band_index = self.band.select(similarity)
+        self.last = NegativeSimilarity(similarity, band_similarity, band_index)
+        parts = [band_similarity]
+        if self.mochi is not None:
+            synthetic = mochi_negatives(query, negatives.to(query.dtype), similarity, self.mochi)
+            parts.append(torch.einsum("bd,bmd->bm", query, synthetic))
+        logits = (torch.cat(parts, dim=1) if len(parts) > 1 else band_similarity) / temperature
+        if self.beta != 0.0:
+            with torch.no_grad():
+                s = logits * temperature
+                log_weight = math.log(s.shape[1]) + self.beta * s - torch.logsumexp(self.beta * s, dim=1, keepdim=True)
+            logits = logits + log_weight
+        return logits
 
 
 @torch.no_grad()

@@ -10,6 +10,8 @@ def info_nce(
     positive: torch.Tensor,
     negatives: torch.Tensor,
     temperature: float = 0.2,
+    selection=None,
+    extra_logits: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """InfoNCE of MoCo (He et al. 2020, eq. 1): cross-entropy with the positive at index 0.
 
@@ -20,11 +22,16 @@ def info_nce(
         negatives: ``[K, D]`` negatives shared by every query (the queue), or
             ``[B, K, D]`` negatives per query.
         temperature: softmax temperature tau.
+        selection: which negatives each query is contrasted with, and how they weigh
+            (``sslkit.nn.hardness.HardNegatives``: a hardness band, beta-reweighting,
+            MoCHi); ``None``: all of them, as in MoCo.
+        extra_logits: ``[B, E]`` more negative logits per query, already divided by the
+            temperature (BG_Swaps' hard negative; ``-inf`` where a query has none).
 
     Returns:
         The mean loss over the batch.
     """
-    return F.cross_entropy(*info_nce_logits(query, positive, negatives, temperature))
+    return F.cross_entropy(*info_nce_logits(query, positive, negatives, temperature, selection, extra_logits))
 
 
 def info_nce_logits(
@@ -32,18 +39,22 @@ def info_nce_logits(
     positive: torch.Tensor,
     negatives: torch.Tensor,
     temperature: float = 0.2,
+    selection=None,
+    extra_logits: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits ``[B, 1+K]`` (positive first) and the all-zero targets of InfoNCE."""
+    """Logits ``[B, 1 + M (+ E)]`` (positive first) and the all-zero targets of ``info_nce``."""
     if query.shape != positive.shape:
         raise ValueError(f"query {tuple(query.shape)} and positive {tuple(positive.shape)} differ")
-    pos = (query * positive).sum(dim=1, keepdim=True)
-    if negatives.dim() == 2:
-        neg = query @ negatives.to(query.dtype).T
+    pos = (query * positive).sum(dim=1, keepdim=True) / temperature
+    if selection is not None:
+        neg = selection.logits(query, negatives, temperature)
+    elif negatives.dim() == 2:
+        neg = query @ negatives.to(query.dtype).T / temperature
     else:
-        neg = torch.einsum("bd,bkd->bk", query, negatives.to(query.dtype))
-    logits = torch.cat([pos, neg], dim=1) / temperature
+        neg = torch.einsum("bd,bkd->bk", query, negatives.to(query.dtype)) / temperature
+    parts = [pos, neg] + ([extra_logits.to(neg.dtype)] if extra_logits is not None else [])
     targets = torch.zeros(query.shape[0], dtype=torch.long, device=query.device)
-    return logits, targets
+    return torch.cat(parts, dim=1), targets
 
 
 def byol_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

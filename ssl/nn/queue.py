@@ -29,11 +29,6 @@ class NegativeQueue(nn.Module):
         self.register_buffer("filled", torch.zeros((), dtype=torch.long))
         self.register_buffer("labels", torch.full((size,), -1, dtype=torch.long))
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
-        """Checkpoints from before key labels were kept load with unknown labels."""
-        state_dict.setdefault(prefix + "labels", torch.full((self.size,), -1, dtype=torch.long))
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
     @torch.no_grad()
     def enqueue(self, keys: torch.Tensor, labels: torch.Tensor | None = None) -> None:
         """Append ``keys`` ``[B, dim]`` (and their ``labels`` ``[B]``, if known) from this
@@ -58,5 +53,3 @@ class NegativeQueue(nn.Module):
         self.ptr.copy_((self.ptr + n) % self.size)
         self.filled.copy_(torch.clamp(self.filled + n, max=self.size))
 
-    def forward(self) -> torch.Tensor:
-        return self.keys

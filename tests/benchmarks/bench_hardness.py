@@ -42,7 +42,7 @@ def main() -> None:
     step_times = {}
     for name, hardness_band in (("full queue", None), (f"band {list(args.band)}", tuple(args.band))):
         torch.manual_seed(0)
-        model = MoCoV2(backbone=args.backbone, small_images=args.size <= 64, output_dim=args.dim,
+        model = MoCoV2(backbone=args.backbone, small_images=args.size <= 64, proj_output_dim=args.dim,
                        queue_size=args.queue, batchnorm="plain", hardness_band=hardness_band,
                        hardness_log_every=0).to(device)
         images = torch.randn(args.batch, 3, args.size, args.size, device=device)

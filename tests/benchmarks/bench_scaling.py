@@ -50,19 +50,19 @@ def main() -> None:
     print(f"device {device}; ms per training step (images/s)")
     print("MoCo v2, batch 256, by queue size:")
     for queue in (4096, 16384, 65536):
-        model = MoCoV2(backbone="test_resnet", output_dim=128, queue_size=queue, batchnorm="plain",
+        model = MoCoV2(backbone="test_resnet", proj_output_dim=128, queue_size=queue, batchnorm="plain",
                        augment=recipe(), hardness_log_every=0)
         t = step_seconds(model, images(256, device), args.repeats, device)
         print(f"  K = {queue:>6}: {1e3 * t:8.1f} ms ({256 / t:,.0f} img/s)")
     print("SwAV, batch 256, by number of crops (2 x 32 px + n x 16 px):")
     for local in (0, 2, 4, 6):
-        model = SwAV(backbone="test_resnet", proj_output_dim=128, num_prototypes=1000, queue_length=0,
+        model = SwAV(backbone="test_resnet", proj_output_dim=128, num_prototypes=1000, queue_size=0,
                      augment=MultiCropViews(global_size=32, local_size=16, num_local=local, blur_p=0.0))
         t = step_seconds(model, images(256, device), args.repeats, device)
         print(f"  {2 + local} crops: {1e3 * t:8.1f} ms ({256 / t:,.0f} img/s)")
     print("MoCo v2, K = 4096, by batch size:")
     for batch in (64, 128, 256):
-        model = MoCoV2(backbone="test_resnet", output_dim=128, queue_size=4096, batchnorm="plain",
+        model = MoCoV2(backbone="test_resnet", proj_output_dim=128, queue_size=4096, batchnorm="plain",
                        augment=recipe(), hardness_log_every=0)
         t = step_seconds(model, images(batch, device), args.repeats, device)
         print(f"  B = {batch:>3}: {1e3 * t:8.1f} ms ({batch / t:,.0f} img/s)")

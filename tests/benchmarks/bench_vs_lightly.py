@@ -147,15 +147,15 @@ class LightlySwAV(pl.LightningModule):
 def sslkit_model(method: str, batch: int, queue: int) -> pl.LightningModule:
     optim = OptimConfig(lr=0.12, weight_decay=5e-4)
     if method == "MoCo v2":
-        model = MoCoV2(backbone="test_resnet", hidden_dim=256, output_dim=64, queue_size=queue, momentum=0.99,
+        model = MoCoV2(backbone="test_resnet", proj_hidden_dim=256, proj_output_dim=64, queue_size=queue, momentum=0.99,
                        batchnorm="plain", augment=MoCoV2Views(crop_size=32, crop_scale=(0.2, 1.0), blur_p=0.0),
                        optim=optim, hardness_log_every=0)
     elif method == "BYOL":
         model = BYOL(backbone="test_resnet", proj_hidden_dim=512, proj_output_dim=128, pred_hidden_dim=512,
-                     tau_base=0.99, augment=BYOLViews(crop_size=32, blur_p=(0.0, 0.0)), optim=optim)
+                     momentum=0.99, augment=BYOLViews(crop_size=32, blur_p=(0.0, 0.0)), optim=optim)
     else:
         model = SwAV(backbone="test_resnet", proj_hidden_dim=512, proj_output_dim=128, num_prototypes=1000,
-                     queue_length=0, freeze_prototypes_steps=0,
+                     queue_size=0, freeze_prototypes_epochs=0,
                      augment=MultiCropViews(global_size=32, local_size=16, num_local=4, blur_p=0.0),
                      optim=OptimConfig(lr=0.3, weight_decay=1e-6))
     model.batch_size = batch
