@@ -2,7 +2,7 @@
 different hardness bands, same backbone, seed and steps, compared by kNN accuracy and by
 the share of same-class negatives in each band.
 
-    python tests/benchmarks/hardness_study.py --out runs/hardness_study [-- --trainer.accelerator=gpu]
+    python experiments/hardness_study.py --out runs/hardness_study [-- --trainer.accelerator=gpu]
 
 Writes results.json and results.png to --out; finished arms are reused on a rerun.
 """
@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 ARMS = {
     "full queue": None,
     "hardest 5%": (0.0, 0.05),

@@ -5,7 +5,7 @@ seed and epochs; configs/background_off.yaml switches them off), then evaluates 
 checkpoint, and the random-init backbone, with `sslkit backgrounds` (kNN on Original,
 Only-FG, Mixed-Same, Mixed-Rand, BG-Gap). Writes results.json and results.png to --out.
 
-    python tests/benchmarks/spurious_cue.py --out runs/spurious_cue --seeds 0 1 [-- --trainer.accelerator=gpu]
+    python experiments/spurious_cue.py --out runs/spurious_cue --seeds 0 1 [-- --trainer.accelerator=gpu]
 
 Runs whose results are already in --out are reused, so an interrupted study resumes.
 """
@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 VARIANTS = ("original", "only_fg", "mixed_same", "mixed_rand", "bg_gap")
 
 

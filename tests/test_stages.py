@@ -1,5 +1,7 @@
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from sslkit.augmentations import (
     ColorJitter,
@@ -71,10 +73,25 @@ def test_mask_of_other_size_is_a_clear_error():
 
 
 def test_eval_view_is_deterministic_centre_crop():
-    batch = blocky_batch()
-    recipe = MoCoV2Views(crop_size=24)
-    a, b = recipe.evaluate(batch), recipe.evaluate(batch)
-    assert a.shape == (8, 3, 24, 24) and torch.equal(a, b)
+    """Evaluation is torchvision's ``CenterCrop`` (canvas batches) or ``Resize(crop / 0.875)``
+    then ``CenterCrop`` (whole images, ``main_lincls.py``), then normalisation."""
+    import torchvision.transforms.functional as TF
+
+    torch.manual_seed(0)
+    mean, std = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)
+    recipe = MoCoV2Views(crop_size=24, mean=mean, std=std)
+    canvas = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    a, b = recipe.evaluate({"image": canvas}), recipe.evaluate({"image": canvas})
+    assert torch.equal(a, b)
+    expected = TF.normalize(canvas[:, :, 4:28, 4:28].float() / 255, mean, std)
+    assert torch.allclose(a, expected, atol=1e-6)
+    whole = [torch.randint(0, 256, (3, 40, 50), dtype=torch.uint8), torch.randint(0, 256, (3, 61, 30), dtype=torch.uint8)]
+    out = recipe.evaluate({"image": whole})
+    for image, got in zip(whole, out):  # the official pipelines resize PIL images: within one level of 255
+        pil = TF.center_crop(TF.resize(Image.fromarray(image.permute(1, 2, 0).numpy()), 27), 24)
+        reference = torch.from_numpy(np.array(pil)).permute(2, 0, 1).float()
+        levels = (got * torch.tensor(std).view(3, 1, 1) + torch.tensor(mean).view(3, 1, 1)) * 255
+        assert (levels - reference).abs().max() <= 1.0 + 1e-3 and (levels - reference).abs().mean() < 0.3
 
 
 def test_recipes_are_not_part_of_checkpoints():
@@ -90,3 +107,40 @@ def test_recipes_are_not_part_of_checkpoints():
     other.weight = nn.Parameter(torch.zeros(2))
     other.load_state_dict(state)
     assert torch.equal(other.weight, torch.ones(2))
+
+
+def test_the_stage_list_config_is_the_demo_recipe_bit_for_bit():
+    """configs/demo_stages.yaml (the README's "any recipe as stages") builds, through the
+    CLI, a recipe whose views and evaluation images equal the named MoCoV2Views of demo.yaml
+    under the same seed: on a canvas batch and on whole images of different sizes."""
+    import os
+
+    from conftest import REPO
+    from sslkit.commands.common import from_config
+
+    demo = os.path.join(REPO, "configs", "demo.yaml")
+    named, data = from_config([demo], [])
+    staged, _ = from_config([demo, os.path.join(REPO, "configs", "demo_stages.yaml")], [])
+    assert type(named.augment).__name__ == "MoCoV2Views" and type(staged.augment).__name__ == "RepeatedView"
+    for model in (named, staged):
+        model.augment.use_statistics(data.mean, data.std)
+    canvas = {"image": torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8)}
+    whole = {"image": [torch.randint(0, 256, (3, 40 + 7 * i, 50 - 3 * i), dtype=torch.uint8) for i in range(4)]}
+    for batch in (canvas, whole):
+        outputs = []
+        for model in (named, staged):
+            torch.manual_seed(5)
+            outputs.append([view["image"] for view in model.augment(batch)] + [model.augment.evaluate(batch)])
+        assert len(outputs[0]) == len(outputs[1]) == 3
+        for a, b in zip(*outputs):
+            assert torch.equal(a, b)
+
+
+def test_the_readme_shows_the_shipped_stage_list():
+    import os
+
+    from conftest import REPO
+
+    config = open(os.path.join(REPO, "configs", "demo_stages.yaml")).read()
+    shown = config[config.index("model:"):]
+    assert shown in open(os.path.join(REPO, "README.md")).read()
