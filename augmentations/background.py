@@ -142,6 +142,7 @@ class BackgroundRemove(Stage):
         self.last_params: dict[str, torch.Tensor] = {}
 
     whole_batch = True
+    uses_mask = True
 
     def _fill(self, image: torch.Tensor, grey: torch.Tensor) -> torch.Tensor:
         """The fill of ``image`` ``[B,C,H,W]``; ``grey`` ``[B]`` holds the random grey levels."""
@@ -201,6 +202,7 @@ class BackgroundRandom(Stage):
         self.last_params: dict[str, torch.Tensor] = {}
 
     whole_batch = True
+    uses_mask = True
 
     def apply(self, view: ViewDict) -> ViewDict:
         image = view["image"]

@@ -15,6 +15,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .images import row_by_row
 from .stages import Stage, ViewDict
 
 GREY_WEIGHTS = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale (ITU-R 601-2 luma)
@@ -75,15 +76,13 @@ ADJUSTMENTS = (adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue
 
 def apply_to(view: ViewDict, index: torch.Tensor, fn) -> torch.Tensor:
     """The view's image with ``fn(rows, index)`` in the rows ``index``, written in place when
-    the view owns its image (``view["owned"]``: a tensor a ``View`` made, no one else's). On a
-    GPU the rows are gathered and processed together; on a CPU each row is processed from its
-    own slice (a view), which avoids the gather and scatter that cost more there than the
-    arithmetic."""
+    the view owns its image (``view["owned"]``: a tensor a ``View`` made, no one else's): the
+    rows gathered and processed together, or each from its own slice (``row_by_row``)."""
     image = view["image"]
     if index.numel() == 0:
         return image
     out = image if view.get("owned") else image.clone()
-    if image.device.type == "cpu":
+    if row_by_row(image):
         for i in index.tolist():
             out[i:i + 1] = fn(out[i:i + 1], index.new_tensor([i]))
     else:
@@ -127,11 +126,11 @@ class ColorJitter(Stage):
         image = view["image"]
         params = self.draw(image.shape[0], image.device)
         self.last_params = params
-        if image.device.type == "cpu":  # each image through its own four adjustments, in its order
+        if row_by_row(image):  # each image through its own four adjustments, in its order
             view["image"] = apply_to(view, params["applied"].nonzero().squeeze(1), lambda x, i: self._jitter(
                 x, params["order"][int(i)].tolist(), params["factors"][int(i)]))
             return view
-        out = image.clone()  # on a GPU: for each position of the order, each adjustment on all images due
+        out = image if view.get("owned") else image.clone()  # for each position of the order, each adjustment on all images due
         for position in range(4):
             for op, adjust in enumerate(self.adjustments):
                 if self.ranges[op] is None:

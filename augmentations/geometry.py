@@ -200,7 +200,7 @@ class RandomHorizontalFlip(Stage):
             if value is None or not index.numel():
                 continue
             value = value.clone()
-            if value.device.type == "cpu":  # row slices: no gather and scatter
+            if batch_images.row_by_row(value):  # row slices: no gather and scatter
                 for i in index.tolist():
                     value[i] = value[i].flip(-1)
             else:

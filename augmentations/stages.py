@@ -28,10 +28,13 @@ class Stage(nn.Module):
     """Base of all stages: ``forward(view) -> view``. Subclasses implement ``apply``.
     ``needs_float``: the stage wants float images in [0, 1] (False for stages that only move
     pixels, which run on uint8 when they come first). ``whole_batch``: the stage works across
-    samples (background donors) and sees the whole batch, never a chunk of it."""
+    samples (background donors) and sees the whole batch, never a chunk of it. ``uses_mask``:
+    the stage reads the foreground mask (a ``MultiView`` without such a stage leaves masks out
+    of its views, so they are not cropped for nothing)."""
 
     needs_float = True
     whole_batch = False
+    uses_mask = False
 
     def forward(self, view: ViewDict) -> ViewDict:
         return self.apply(dict(view))

@@ -17,7 +17,7 @@ from torch import nn
 from . import images
 from .background import BackgroundSwap
 from .geometry import CenterCrop, RandomResizedCrop
-from .stages import Normalize, View, ViewDict
+from .stages import Normalize, Stage, View, ViewDict
 
 
 def _drop_recipe_state(module, state_dict, prefix, local_metadata) -> None:
@@ -95,9 +95,15 @@ class MultiView(nn.Module):
     def num_views(self) -> int:
         return sum(count_views(view) for view in self.views)
 
+    @property
+    def reads_masks(self) -> bool:
+        """Whether a stage of the recipe reads the foreground mask (background augmentations)."""
+        return self.background_swap is not None or any(
+            isinstance(m, Stage) and m.uses_mask for m in self.modules())
+
     def forward(self, batch: ViewDict) -> list[ViewDict]:
         base = {"image": batch["image"]}
-        if batch.get("mask") is not None:
+        if batch.get("mask") is not None and self.reads_masks:
             base["mask"] = batch["mask"]
         if self.background_swap is None:
             return self.make([base] * self.num_views)[0]

@@ -26,9 +26,13 @@ def test_recipe_output_shapes_dtypes_and_device():
     assert len(views) == 2
     for view in views:
         assert view["image"].shape == (8, 3, 24, 24) and view["image"].dtype == torch.float32
-        assert view["mask"].shape == (8, 1, 24, 24) and view["mask"].dtype == torch.bool
+        assert "mask" not in view  # no stage reads it: not cropped for nothing
         assert view["image"].device == batch["image"].device
     assert not torch.equal(views[0]["image"], views[1]["image"])
+    from sslkit.augmentations import BackgroundRemove
+
+    for view in MoCoV2Views(crop_size=24, background=[BackgroundRemove(p=0.5)])(batch):
+        assert view["mask"].shape == (8, 1, 24, 24) and view["mask"].dtype == torch.bool
 
 
 def test_flip_moves_mask_exactly_with_image():
@@ -144,3 +148,21 @@ def test_the_readme_shows_the_shipped_stage_list():
     config = open(os.path.join(REPO, "configs", "demo_stages.yaml")).read()
     shown = config[config.index("model:"):]
     assert shown in open(os.path.join(REPO, "README.md")).read()
+
+
+def test_row_by_row_and_batched_photometric_paths_agree(monkeypatch):
+    """On a CPU, large images go through the colour stages one image at a time and small ones
+    as a batch; both must give the same pixels for the same draws."""
+    from sslkit.augmentations import ColorJitter, RandomGaussianBlur, RandomGrayscale
+    from sslkit.augmentations import images as batch_images
+
+    image = torch.rand(6, 3, 72, 72)
+    recipe = View([ColorJitter(p=0.8), RandomGrayscale(p=0.5), RandomGaussianBlur(p=0.5)])
+    outputs = []
+    for threshold in (1, 10**9):  # every image row by row, then none
+        monkeypatch.setattr(batch_images, "ROW_BY_ROW_ELEMENTS", threshold)
+        torch.manual_seed(3)
+        outputs.append(recipe({"image": image.clone()})["image"])
+    assert batch_images.row_by_row(image) is False
+    torch.testing.assert_close(outputs[0], outputs[1], atol=1e-5, rtol=0)
+    assert not torch.allclose(outputs[0], image)
