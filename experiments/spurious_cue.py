@@ -36,23 +36,24 @@ def evaluate(config: list[str], ckpt: str | None, out: Path, extra: list[str]) -
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--config", default=str(REPO / "configs" / "demo_bg.yaml"))
+    parser.add_argument("--config", nargs="+", default=[str(REPO / "configs" / "demo.yaml"),
+                                                        str(REPO / "configs" / "demo_bg.yaml")])
     parser.add_argument("--out", default="runs/spurious_cue")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     args, extra = parser.parse_known_args()
     extra = [a for a in extra if a != "--"]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    arms = {"with background augmentations": [args.config],
-            "without": [args.config, str(REPO / "configs" / "background_off.yaml")]}
+    arms = {"with background augmentations": list(args.config),
+            "without": [*args.config, str(REPO / "configs" / "background_off.yaml")]}
     random_init = out / "random.json"
     results: dict[str, list[dict]] = {"random init": [
         json.loads(random_init.read_text())["knn_top1"] if random_init.exists()
-        else evaluate([args.config], None, random_init, [])]}
+        else evaluate(list(args.config), None, random_init, [])]}
     for arm, config in arms.items():
         results[arm] = []
         for seed in args.seeds:
-            name = f"{'bg' if len(config) == 1 else 'nobg'}_seed{seed}"
+            name = f"{'bg' if config == list(args.config) else 'nobg'}_seed{seed}"
             if (out / f"{name}.json").exists():  # finished earlier: resume the study
                 results[arm].append(json.loads((out / f"{name}.json").read_text())["knn_top1"])
                 continue

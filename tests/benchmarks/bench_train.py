@@ -1,6 +1,6 @@
 """Training images/s of a method and the share of step time spent in augmentation.
 
-    python tests/benchmarks/bench_train.py -c configs/demo.yaml [--device cuda] [--precision bf16]
+    python tests/benchmarks/bench_train.py -c configs/demo.yaml [-c OVERLAY] [--device cuda] [--precision bf16]
 
 Builds the config's model and data through the CLI parser (nothing is trained to
 completion), then times ``steps`` optimiser steps on real batches from the DataModule.
@@ -23,14 +23,16 @@ def sync(device: torch.device) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("-c", "--config", default="configs/demo.yaml")
+    parser.add_argument("-c", "--config", action="append", help="config, then overlays (repeat -c)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--precision", choices=["32", "bf16"], default="32")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     sys.argv = sys.argv[:1]  # the CLI reads only the arguments given below
-    cli = SSLKitCLI(args=["-c", args.config, "--trainer.logger=false", *args.overrides], run=False)
+    args.config = args.config or ["configs/demo.yaml"]
+    configs = [a for c in args.config for a in ("-c", c)]
+    cli = SSLKitCLI(args=[*configs, "--trainer.logger=false", *args.overrides], run=False)
     model, data = cli.model, cli.datamodule
     device = torch.device(args.device)
     model.to(device).train()
@@ -69,7 +71,7 @@ def main() -> None:
     aug = sum(t[0] for t in timings)
     total = sum(t[1] for t in timings)
     images = sum(t[2] for t in timings)
-    print(f"config {args.config} on {device} ({args.precision}): {images / total:,.0f} images/s, "
+    print(f"config {' + '.join(args.config)} on {device} ({args.precision}): {images / total:,.0f} images/s, "
           f"augmentation {100 * aug / total:.1f}% of step time ({total / len(timings) * 1000:.1f} ms/step)")
 
 

@@ -1,6 +1,6 @@
 """Every benchmark, one after the other, each printing its table.
 
-    python tests/benchmarks/run_all.py [--device cuda]     # lightly needed: pip install -e ".[bench]"
+    python tests/benchmarks/run_all.py [--device cuda]     # pip install -e ".[bench]" first (lightly, scikit-image)
 
 (a) training images/s against lightly, (b) augmentation throughput (sslkit on the device
 vs torchvision per sample, in one process and in DataLoader workers), (c) cost against
@@ -24,6 +24,7 @@ def main() -> None:
     gpu = args.device != "cpu"
     runs = [
         ("(a) sslkit vs lightly", "bench_vs_lightly.py", ["--device", "gpu" if gpu else "cpu"]),
+        ("JPEG files to views", "bench_pipeline.py", ["--device", args.device, "--workers", "2"]),
         ("(b) augmentation throughput", "bench_augment.py", ["--device", args.device, "--workers", "2"]),
         ("(c) scaling", "bench_scaling.py", ["--device", args.device]),
         ("peak memory", "bench_memory.py", ["--device", args.device]),
