@@ -73,15 +73,10 @@ def usable_masks(mask: images.Images, foreground_range: tuple[float, float]) -> 
     return (fraction >= foreground_range[0]) & (fraction <= foreground_range[1])
 
 
-def _chosen(view: ViewDict, mask: images.Images, p: float, foreground_range: tuple[float, float]) -> torch.Tensor:
-    """bool ``[B]``: samples drawn with probability ``p`` whose mask is usable, except rows
-    the recipe locked (the BG_Swaps hard negative, which must keep the query's background)."""
+def _chosen(mask: images.Images, p: float, foreground_range: tuple[float, float]) -> torch.Tensor:
+    """bool ``[B]``: samples drawn with probability ``p`` whose mask is usable."""
     batch = images.count(mask)
-    chosen = (torch.rand(batch, device=images.device(mask)) < p) & usable_masks(mask, foreground_range)
-    locked = view.get("background_locked")
-    if locked is not None:
-        chosen &= ~locked
-    return chosen
+    return (torch.rand(batch, device=images.device(mask)) < p) & usable_masks(mask, foreground_range)
 
 
 def partner_permutation(batch: int, device: torch.device, blocks: int = 1) -> torch.Tensor:
@@ -165,7 +160,7 @@ class BackgroundRemove(Stage):
     def apply(self, view: ViewDict) -> ViewDict:
         image = view["image"]
         mask = _require_mask(view, "BackgroundRemove")
-        chosen = _chosen(view, mask, self.p, self.foreground_range)
+        chosen = _chosen(mask, self.p, self.foreground_range)
         grey = torch.rand(images.count(image), device=images.device(image))
         if images.is_ragged(image):
             fills = [self._fill(x[None], grey[i:i + 1])[0] for i, x in enumerate(image)]
@@ -207,7 +202,7 @@ class BackgroundRandom(Stage):
     def apply(self, view: ViewDict) -> ViewDict:
         image = view["image"]
         mask = _require_mask(view, "BackgroundRandom")
-        chosen = _chosen(view, mask, self.p, self.foreground_range)
+        chosen = _chosen(mask, self.p, self.foreground_range)
         partner = partner_permutation(images.count(image), images.device(image), view.get("blocks", 1))
         self.last_params = {"chosen": chosen, "partner": partner}
         if images.is_ragged(image):  # whole images: the donor's background resized to each image
@@ -240,8 +235,10 @@ class BackgroundSwap(nn.Module):
     """BG_Swaps: the positive gets a background that differs from the query's, and (with
     ``hard_negative``) a negative is made of the query's background with a foreign
     foreground, so that background alone can neither find the positive nor reject the
-    negative (Ryali et al. 2021, sec. 3). BYOL and SwAV have no negatives and use
-    ``hard_negative=False``.
+    negative (Ryali et al. 2021, sec. 3). The query's background is the one its view shows:
+    where BG_RM or BG_Random replaced it, the negative carries the replacement (otherwise the
+    background would tell query and negative apart again). BYOL and SwAV have no negatives
+    and use ``hard_negative=False``.
 
     The background donor of the positive and the foreground donor of the negative are two
     independent partner permutations without self-pairs. Holes left by removed objects are
@@ -263,8 +260,12 @@ class BackgroundSwap(nn.Module):
         self.foreground_range = _check_range(foreground_range, "BackgroundSwap")
         self.last_params: dict[str, torch.Tensor] = {}
 
-    def forward(self, batch: ViewDict) -> SwapInputs:
+    def forward(self, batch: ViewDict, query: images.Images | None = None) -> SwapInputs:
+        """The inputs of every view from ``batch``. ``query``: the query's image as its view
+        shows it, after its own background stages (default: the image itself); the hard
+        negative carries that background."""
         image = images.to_float(batch["image"])
+        query = image if query is None else images.to_float(query)
         mask = _require_mask(batch, "BackgroundSwap")
         size, device = images.count(image), images.device(image)
         usable = usable_masks(mask, self.foreground_range)
@@ -274,22 +275,21 @@ class BackgroundSwap(nn.Module):
         foreground_donor = partner_permutation(size, device) if self.hard_negative else None
         valid = chosen & usable[foreground_donor] if self.hard_negative else torch.zeros_like(chosen)
         if images.is_ragged(image):
-            positive, negative = self._ragged(image, mask, chosen, background_donor, foreground_donor)
+            positive, negative = self._ragged(image, query, mask, chosen, background_donor, foreground_donor)
         else:
             donated = background_only(image[background_donor], mask[background_donor], self.donor_hole)
             positive = torch.where(chosen.view(-1, 1, 1, 1) & ~mask, donated, image)
             negative = None
             if self.hard_negative:
-                own_background = background_only(image, mask, self.donor_hole)
-                negative = (composite(image[foreground_donor], mask[foreground_donor], own_background),
+                query_background = background_only(query, mask, self.donor_hole)
+                negative = (composite(image[foreground_donor], mask[foreground_donor], query_background),
                             mask[foreground_donor])
         if self.hard_negative:
             self.last_params.update(negative_valid=valid, foreground_donor=foreground_donor)
-            negative = {"image": negative[0], "mask": negative[1],
-                        "background_locked": torch.ones(size, dtype=torch.bool, device=device)}
-        return SwapInputs({"image": image, "mask": mask}, {"image": positive, "mask": mask}, negative, valid)
+            negative = {"image": negative[0], "mask": negative[1]}
+        return SwapInputs({"image": query, "mask": mask}, {"image": positive, "mask": mask}, negative, valid)
 
-    def _ragged(self, image: list, mask: list, chosen: torch.Tensor, background_donor: torch.Tensor,
+    def _ragged(self, image: list, query: list, mask: list, chosen: torch.Tensor, background_donor: torch.Tensor,
                 foreground_donor: torch.Tensor | None):
         """Whole images of different sizes: every donor (a background, or an object with its
         mask) is resized to the image it is pasted into."""
@@ -302,7 +302,7 @@ class BackgroundSwap(nn.Module):
         negative_images, negative_masks = [], []
         for i, j in enumerate(foreground_donor.tolist()):
             size = image[i].shape[-2:]
-            own_background = background_only(image[i][None], mask[i][None], self.donor_hole)[0]
+            own_background = background_only(query[i][None], mask[i][None], self.donor_hole)[0]
             object_mask = resized(mask[j], size, nearest=True)
             negative_images.append(composite(resized(image[j], size), object_mask, own_background))
             negative_masks.append(object_mask)

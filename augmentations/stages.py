@@ -133,16 +133,31 @@ class View(nn.Module):
         self.cpu_chunk = cpu_chunk
 
     def forward(self, batch: ViewDict) -> ViewDict:
-        view = {k: batch[k] for k in ("image", "mask", "background_locked", "blocks") if batch.get(k) is not None}
-        stages = list(self.stages)
-        first = max((i + 1 for i, stage in enumerate(stages) if getattr(stage, "whole_batch", False)), default=0)
-        view = self._run(stages[:first], view, last=False)
+        view = {k: batch[k] for k in ("image", "mask", "blocks") if batch.get(k) is not None}
+        if not batch.get("background_done"):
+            view = self.background(view)
+        return self.finish(view)
+
+    @property
+    def _split(self) -> int:
+        """Index of the first stage after the last ``whole_batch`` one (background stages)."""
+        return max((i + 1 for i, stage in enumerate(self.stages) if getattr(stage, "whole_batch", False)), default=0)
+
+    def background(self, view: ViewDict) -> ViewDict:
+        """The leading stages up to the last ``whole_batch`` one (BG_RM, BG_Random), on the
+        whole image: what BG_Swaps must see applied to the query before it builds the hard
+        negative."""
+        return self._run(list(self.stages)[:self._split], dict(view), last=False)
+
+    def finish(self, view: ViewDict) -> ViewDict:
+        """The stages after ``background`` (crop, colour, normalisation)."""
+        stages = list(self.stages)[self._split:]
         if self._chunked(view["image"]):
             rest = {k: v for k, v in view.items() if k in ("image", "mask")}
-            parts = [self._run(stages[first:], {k: v[i:i + self.cpu_chunk] for k, v in rest.items()})
+            parts = [self._run(stages, {k: v[i:i + self.cpu_chunk] for k, v in rest.items()})
                      for i in range(0, images.count(view["image"]), self.cpu_chunk)]
             return {k: torch.cat([part[k] for part in parts]) for k in parts[0]}
-        return self._run(stages[first:], view)
+        return self._run(stages, view)
 
     def _chunked(self, image: images.Images) -> bool:
         if images.device(image).type != "cpu" or images.count(image) <= self.cpu_chunk:

@@ -2,9 +2,11 @@
 
 ``MultiView`` holds the per-view recipes (``View`` or ``RepeatedView``) and the
 deterministic evaluation view. With a ``BackgroundSwap`` it prepares different inputs per
-view: view 0 (the query) sees the image, every later view the image with a swapped
-background, and the hard negative, made by the recipe of view 1 (the key's) without its
-background stages (it must keep the query's background), travels in
+view: view 0 (the query) sees the image after its own background stages, every later view
+the image with a swapped background (then its own background stages), and the hard
+negative is another image's object on the query's background *as the query shows it*
+(after BG_RM or BG_Random fired on the query). The negative then goes through the recipe of
+view 1 (the key's) without its background stages, and travels in
 ``views[1]["hard_negative"]`` with its validity in ``views[1]["hard_negative_valid"]``.
 """
 from __future__ import annotations
@@ -109,10 +111,12 @@ class MultiView(nn.Module):
             return self.make([base] * self.num_views)[0]
         if self.num_views < 2:
             raise ValueError("BackgroundSwap needs a recipe with at least two views")
-        swap = self.background_swap(base)
-        out, negative = self.make([swap.query] + [swap.positive] * (self.num_views - 1), swap.negative, 1)
-        if negative is not None:
-            out[1]["hard_negative"] = negative["image"]
+        query = {**recipe_of(self, 0).background(base), "background_done": True}
+        swap = self.background_swap(base, query["image"])
+        negative = {**swap.negative, "background_done": True} if swap.negative is not None else None
+        out, made = self.make([query] + [swap.positive] * (self.num_views - 1), negative, 1)
+        if made is not None:
+            out[1]["hard_negative"] = made["image"]
             out[1]["hard_negative_valid"] = swap.negative_valid
         return out
 
@@ -187,14 +191,28 @@ class RepeatedView(MultiView):
         keys = [k for k in ("image", "mask") if inputs[0].get(k) is not None]
         if all(item is everything[0] for item in everything):
             joined = {k: images.repeat(everything[0][k], len(everything)) for k in keys}
+            joined["background_done"] = everything[0].get("background_done", False)
         else:
+            everything = self._background(everything, keys)
             joined = {k: images.concat([item[k] for item in everything]) for k in keys}
-        if any(item.get("background_locked") is not None for item in everything):
-            free = torch.zeros(images.count(inputs[0]["image"]), dtype=torch.bool,
-                               device=images.device(inputs[0]["image"]))
-            joined["background_locked"] = torch.cat([item.get("background_locked", free) for item in everything])
+            joined["background_done"] = True
         joined["blocks"] = len(everything)
         out = self.views[0](joined)
         chunks = {k: images.split(v, len(everything)) for k, v in out.items() if k in ("image", "mask")}
         views = [{k: chunks[k][i] for k in chunks} for i in range(len(everything))]
         return views[:self.num_views], (views[-1] if extra is not None else None)
+
+    def _background(self, items: list[ViewDict], keys: list[str]) -> list[ViewDict]:
+        """Every input through the recipe's background stages, in one pass over those not
+        yet through them (BG_Swaps' query and hard negative already are)."""
+        pending = [i for i, item in enumerate(items) if not item.get("background_done")]
+        if not pending:
+            return items
+        joined = {k: images.concat([items[i][k] for i in pending]) for k in keys}
+        joined["blocks"] = len(pending)
+        done = self.views[0].background(joined)
+        parts = {k: images.split(done[k], len(pending)) for k in keys}
+        items = list(items)
+        for n, i in enumerate(pending):
+            items[i] = {**{k: parts[k][n] for k in keys}, "background_done": True}
+        return items

@@ -201,33 +201,6 @@ def test_full_background_recipe_under_bf16_autocast():
         assert image.shape == (8, 3, 24, 24) and torch.isfinite(image.float()).all()
 
 
-@pytest.mark.parametrize("recipe", ["repeated", "separate"])
-def test_the_hard_negative_keeps_the_query_background_with_every_stage_at_p_1(recipe):
-    """Ryali et al. 2021, sec. 3: the BG_Swaps negative is another image's object on the
-    query's background. With BG_RM and BG_Random at p = 1 in the key's recipe, the negative
-    still shows exactly the query's background (its own object hole filled), while the
-    views do get their backgrounds replaced."""
-    def stages():
-        return [BackgroundRemove(p=1.0, fill="black"), BackgroundRandom(p=1.0)]
-
-    swap = BackgroundSwap(p=1.0, hard_negative=True)
-    if recipe == "repeated":
-        augment = RepeatedView(View(stages()), 2, background_swap=swap)
-    else:
-        augment = MultiView([View(stages()), View(stages())], background_swap=swap)
-    batch = scenes(n=8)
-    views = augment(batch)
-    valid = views[1]["hard_negative_valid"]
-    assert valid.all()
-    donor = swap.last_params["foreground_donor"]
-    own_background = background_only(batch["image"], batch["mask"], "mean")
-    expected = composite(batch["image"][donor], batch["mask"][donor], own_background)
-    assert torch.allclose(views[1]["hard_negative"], expected, atol=1e-6)
-    for view in views:  # the views themselves went through BG_RM then BG_Random
-        assert not torch.allclose(view["image"][~batch["mask"].expand(-1, 3, -1, -1)],
-                                  batch["image"][~batch["mask"].expand(-1, 3, -1, -1)])
-
-
 def test_background_partners_are_drawn_within_each_view_block():
     """In a one-pass RepeatedView the batch holds every view of the same images: a sample
     never takes its background from another view of itself."""
