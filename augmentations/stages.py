@@ -9,7 +9,6 @@ batch's device. Every sample draws its own random parameters. Geometric stages
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import kornia.augmentation as K

@@ -13,7 +13,7 @@ from sslkit.augmentations import (
     RepeatedView,
     View,
 )
-from sslkit.augmentations.background import background_only, composite, partner_permutation
+from sslkit.augmentations.background import partner_permutation
 
 
 def scenes(n=16, size=8, dtype=torch.float32):
