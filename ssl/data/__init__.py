@@ -1,6 +1,7 @@
-"""DataModules yielding dict batches of uint8 images on a fixed canvas."""
-from .base import SSLDataModule, collate_dropping_skipped, decode_batch, prepare_batch
-from .decode import ImageDecodeError
+"""DataModules yielding dict batches of uint8 images: whole images at their own sizes, or a
+fixed canvas for fixed-size data; every random augmentation happens later, on the device."""
+from .base import SSLDataModule, collate_dropping_skipped, decode_batch, prepare_batch, share_cores, to_device
+from .decode import ImageDecodeError, SkippedItem
 from .files import list_image_folder, mask_path
 from .folder import ImageFolderData, ImageFolderDataset
 from .scenes import SyntheticScenes
@@ -15,6 +16,7 @@ __all__ = [
     "ImageFolderData",
     "ImageFolderDataset",
     "SSLDataModule",
+    "SkippedItem",
     "collate_dropping_skipped",
     "decode_batch",
     "list_image_folder",
@@ -23,4 +25,6 @@ __all__ = [
     "SyntheticScenes",
     "SyntheticScenesDataset",
     "render_scenes",
+    "share_cores",
+    "to_device",
 ]

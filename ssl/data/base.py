@@ -2,13 +2,14 @@
 
 Batches are dicts: ``image`` uint8 ``[B,3,H,W]`` on a fixed canvas, or a list of B whole
 images ``[3,h,w]`` of their own sizes (``ImageFolderData``; a 1-d uint8 tensor is a JPEG
-still to decode on the device, see ``prepare_batch``); optional ``mask`` bool (the same
+still to decode on the device, see ``prepare``); optional ``mask`` bool (the same
 form), optional ``label`` long ``[B]``, ``index`` long ``[B]``. Workers only read and
 decode (and, for fixed-size data, resize); random augmentation happens on the device, in
 the method.
 
 Validation yields two loaders: the train split without augmentation (the kNN feature
-bank) and the val split (the kNN queries).
+bank) and the val split (the kNN queries). Every evaluator reads through ``eval_loader``
+and ``prepare``: the same collation, decoding and unreadable-image handling as training.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import torch
 from lightning_fabric.utilities.apply_func import move_data_to_device
 from torch.utils.data import DataLoader, Dataset, Subset, default_collate
 
-from .decode import ImageDecodeError, decode_on_device
+from .decode import ImageDecodeError, decode_on_device, fit_size
 from .sampler import ResumableSampler
 
 
@@ -56,7 +57,8 @@ class SSLDataModule(pl.LightningDataModule):
         self._sampler: ResumableSampler | None = None
         self._resume: tuple[int, int] | None = None
 
-    def _loader(self, dataset: Dataset, shuffle: bool, drop_last: bool = False, sampler=None) -> DataLoader:
+    def _loader(self, dataset: Dataset, shuffle: bool, drop_last: bool = False, sampler=None,
+                persistent: bool = True) -> DataLoader:
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
@@ -66,8 +68,37 @@ class SSLDataModule(pl.LightningDataModule):
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             collate_fn=collate_dropping_skipped,
-            persistent_workers=self.num_workers > 0,
+            persistent_workers=persistent and self.num_workers > 0,
         )
+
+    def eval_loader(self, dataset: Dataset, shuffle: bool = False) -> DataLoader:
+        """The loader every evaluator reads ``dataset`` (a split of this module, or a view of
+        one) through: the training loader's workers and collation (whole images stay a list
+        of their own sizes, JPEGs stay encoded for ``decode``, unreadable items are dropped
+        and named under ``bad_images: skip``), no augmentation, every item once."""
+        return self._loader(dataset, shuffle, persistent=False)
+
+    def prepare(self, batch: dict, device: torch.device | str) -> dict:
+        """A batch of this module's loaders on ``device``, ready for a view: tensors moved,
+        JPEGs left encoded by the workers decoded there, unreadable ones handled per
+        ``bad_images``."""
+        device = torch.device(device)
+        return self.decode(to_device(batch, device), device)
+
+    def eval_split(self, split: str) -> Dataset:
+        """The labelled images of ``split`` an evaluator reads: ``train`` (the labelled part
+        where pretraining also uses unlabelled images, as STL-10's) or ``val``."""
+        if split not in ("train", "val"):
+            raise ValueError(f"split must be train or val, got '{split}'")
+        if self.train_set is None:
+            self.setup("validate")
+        if split == "val":
+            return self.val_set
+        return self.bank_set if self.bank_set is not None else self.train_set
+
+    def labels(self, split: str) -> torch.Tensor:
+        """Every label of ``eval_split(split)``, without decoding an image."""
+        return self.eval_split(split).labels()
 
     def knn_bank(self) -> Dataset:
         """The kNN monitor's bank: the train split without augmentation (``bank_set`` when
@@ -104,16 +135,18 @@ class SSLDataModule(pl.LightningDataModule):
                 self._sampler.resume(*self._resume)
 
     def val_dataloader(self) -> list[DataLoader]:
+        """The kNN monitor's bank and queries, through the evaluation loader's collation
+        (kept alive across epochs)."""
         return [self._loader(self.knn_bank(), shuffle=False), self._loader(self.val_set, shuffle=False)]
 
     def test_dataloader(self) -> list[DataLoader]:
         return self.val_dataloader()
 
-    def decode(self, batch: dict) -> dict:
-        """JPEGs the workers left encoded, decoded on the batch's device. The method calls this
-        from its ``on_after_batch_transfer`` (a data module's own override of that hook would
+    def decode(self, batch: dict, device: torch.device | str) -> dict:
+        """JPEGs the workers left encoded, decoded on ``device``. The method calls this from
+        its ``on_after_batch_transfer`` (a data module's own override of that hook would
         replace the method's in Lightning, which patches it onto the model)."""
-        return decode_batch(batch, self.bad_images)
+        return decode_batch(batch, self.bad_images, device)
 
 
 def collate_dropping_skipped(items: list) -> dict:
@@ -136,30 +169,52 @@ def collate_dropping_skipped(items: list) -> dict:
     return batch
 
 
-PER_SAMPLE = ("image", "mask", "label", "index", "path", "mask_missing")
+PER_SAMPLE = ("image", "mask", "label", "index", "path", "mask_missing", "size")
 
 
-def decode_batch(batch: dict, bad_images: str = "error") -> dict:
-    """Decode the still-encoded JPEGs of ``batch`` on the device its tensors are on (nvJPEG
-    on a GPU). A file that cannot be decoded is named (``bad_images: error``) or dropped from
+def is_encoded(image: torch.Tensor) -> bool:
+    """A 1-d uint8 tensor: a JPEG file's bytes, still to decode."""
+    return image.dim() == 1
+
+
+def to_device(batch: dict, device: torch.device | str) -> dict:
+    """``batch`` on ``device``, except JPEG bytes still to decode: they stay in host memory,
+    where the decoder reads them (nvJPEG uploads what it needs itself; moving them to the GPU
+    first would only force a copy back)."""
+    images = batch.get("image")
+    if not (isinstance(images, (list, tuple)) and any(is_encoded(x) for x in images)):
+        return move_data_to_device(batch, torch.device(device))
+    moved = move_data_to_device({k: v for k, v in batch.items() if k != "image"}, torch.device(device))
+    moved["image"] = [x if is_encoded(x) else x.to(device, non_blocking=True) for x in images]
+    return moved
+
+
+def decode_batch(batch: dict, bad_images: str = "error", device: torch.device | str | None = None) -> dict:
+    """Decode the still-encoded JPEGs of ``batch`` on ``device`` (nvJPEG on a GPU; default:
+    the device of the batch's labels), each brought to its ``size`` (a ``reduce_to``
+    reduction). A file that cannot be decoded is named (``bad_images: error``) or dropped from
     every per-sample entry and listed in ``skipped``."""
     images = batch.get("image")
     if images is None or (torch.is_tensor(images) and images.dim() == 4):
         return batch
     items = list(images)
-    encoded = [i for i, x in enumerate(items) if x.dim() == 1]
+    encoded = [i for i, x in enumerate(items) if is_encoded(x)]
     if not encoded:
         return batch
+    if device is None:
+        label = batch.get("label", batch.get("index"))
+        device = label.device if torch.is_tensor(label) else torch.device("cpu")
     paths = batch.get("path") or [f"image {i} of the batch" for i in range(len(items))]
-    decoded = decode_on_device([items[i] for i in encoded], [paths[i] for i in encoded], items[encoded[0]].device)
+    decoded = decode_on_device([items[i] for i in encoded], [paths[i] for i in encoded], torch.device(device))
+    sizes = batch.get("size")
     failed = []
     for i, image in zip(encoded, decoded):
         if image is None:
             failed.append(i)
         else:
-            items[i] = image
+            items[i] = image if sizes is None else fit_size(image, tuple(int(v) for v in sizes[i]))
     if failed and bad_images != "skip":
-        raise ImageDecodeError(f"cannot decode image file '{paths[failed[0]]}' on {items[failed[0]].device} "
+        raise ImageDecodeError(f"cannot decode image file '{paths[failed[0]]}' on {device} "
                                f"(set data.bad_images: skip to drop unreadable images)")
     batch = dict(batch, image=items)
     if failed:
@@ -174,7 +229,33 @@ def decode_batch(batch: dict, bad_images: str = "error") -> dict:
 
 def prepare_batch(batch: dict, device: torch.device | str, bad_images: str = "error") -> dict:
     """A loader's batch on ``device``, JPEGs decoded: what evaluators do before the view."""
-    return decode_batch(move_data_to_device(batch, torch.device(device)), bad_images)
+    return decode_batch(to_device(batch, device), bad_images, device)
+
+
+def share_cores(num_workers: int, device: torch.device | str, processes: int = 1) -> int | None:
+    """On a CPU, leave the data loader's worker processes their cores: the main process's
+    intra-op threads (torch's default: one per core) would otherwise compete with the workers
+    decoding images, and both slow down many-fold. The main process gets
+    ``max(1, cores / processes - num_workers)`` threads (never more than it has), where
+    ``processes`` is the number of training processes on this machine. Returns the thread count
+    it had, to restore when the run ends, or ``None`` where nothing changed (GPU, no workers,
+    or ``OMP_NUM_THREADS`` set by the user)."""
+    import os
+
+    from pytorch_lightning.utilities import rank_zero_info
+
+    if torch.device(device).type != "cpu" or num_workers <= 0 or os.environ.get("OMP_NUM_THREADS"):
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = max(1, cores // max(1, processes))
+    threads, before = max(1, cores - num_workers), torch.get_num_threads()
+    if threads >= before:
+        return None
+    torch.set_num_threads(threads)
+    rank_zero_info(f"sslkit: the main process computes on {threads} thread(s) (torch.set_num_threads), leaving "
+                   f"{cores - threads} of {cores} cores to the {num_workers} data-loading workers "
+                   f"(OMP_NUM_THREADS overrides this)")
+    return before
 
 
 def seed_from_environment() -> int:

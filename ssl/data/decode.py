@@ -10,6 +10,7 @@ YCbCr (CMYK, YCCK, 12-bit) always go through PIL, which converts them as the PIL
 from __future__ import annotations
 
 import io
+import re
 import struct
 from typing import Literal
 
@@ -21,7 +22,12 @@ Decoder = Literal["pil", "torchvision", "device"]
 
 
 class ImageDecodeError(RuntimeError):
-    """An image or mask file that cannot be decoded; the message names the file."""
+    """An image or mask file that cannot be read or decoded; the message names the file."""
+
+
+class SkippedItem(str):
+    """Stands for an item that could not be read (``bad_images: skip``); the batch
+    collation drops it and counts it. Its text names the file and the error."""
 
 
 def to_mode(img: Image.Image, mode: str) -> Image.Image:
@@ -49,21 +55,46 @@ def as_chw(image: Image.Image) -> torch.Tensor:
     return tensor.unsqueeze(0) if tensor.dim() == 2 else tensor.permute(2, 0, 1).contiguous()
 
 
+def reduction(width: int, height: int, reduce_to: int | None) -> int:
+    """The power-of-two factor (1, 2, 4 or 8) by which a JPEG is decoded: the largest whose
+    shorter side is still at least ``reduce_to`` pixels (libjpeg's DCT scaling)."""
+    factor = 1
+    while reduce_to is not None and factor < 8 and min(width, height) // (factor * 2) >= reduce_to:
+        factor *= 2
+    return factor
+
+
+def reduced_size(height: int, width: int, reduce_to: int | None) -> tuple[int, int]:
+    """``(height, width)`` of a JPEG decoded with ``reduce_to``, exactly as PIL's
+    ``Image.draft`` scales it: by the largest of 8, 4, 2, 1 that fits the requested size,
+    rounding up."""
+    factor = reduction(width, height, reduce_to)
+    if factor == 1:
+        return height, width
+    fits = min(width // (width // factor), height // (height // factor))
+    scale = next(s for s in (8, 4, 2, 1) if fits >= s)
+    return (height + scale - 1) // scale, (width + scale - 1) // scale
+
+
+def _load_pil(img: Image.Image, mode: str, reduce_to: int | None) -> Image.Image:
+    if reduce_to is not None and img.format == "JPEG":
+        width, height = img.size
+        factor = reduction(width, height, reduce_to)
+        if factor > 1:
+            img.draft(img.mode, (width // factor, height // factor))
+    img.load()
+    return to_mode(img, mode)
+
+
 def open_image(path: str, mode: str = "RGB", reduce_to: int | None = None) -> Image.Image:
     """The image at ``path`` through PIL. ``reduce_to``: a JPEG is decoded at the smallest
     power-of-two reduction (libjpeg's DCT scaling, ``Image.draft``) whose shorter side is still
     at least this many pixels."""
     try:
         with Image.open(path) as img:
-            if reduce_to is not None and img.format == "JPEG":
-                width, height = img.size
-                factor = 1
-                while factor < 8 and min(width, height) // (factor * 2) >= reduce_to:
-                    factor *= 2
-                if factor > 1:
-                    img.draft(img.mode, (width // factor, height // factor))
-            img.load()
-            return to_mode(img, mode)
+            return _load_pil(img, mode, reduce_to)
+    except FileNotFoundError as err:
+        raise ImageDecodeError(f"image file '{path}' does not exist") from err
     except (UnidentifiedImageError, OSError, ValueError) as err:
         raise ImageDecodeError(f"cannot decode image file '{path}': {err}") from err
 
@@ -98,6 +129,11 @@ def plain_jpeg(data: bytes) -> bool:
     return header is not None and header[2] in (1, 3) and header[3] == 8
 
 
+def _reason(err: BaseException) -> str:
+    """The reason in an error from PIL or torchvision, without the C++ source location."""
+    return re.sub(r"^\w+, \S+\.(cpp|h|c):\d+, ", "", str(err).strip())
+
+
 def decode_bytes(data: bytes, path: str, decoder: Decoder = "pil", reduce_to: int | None = None) -> torch.Tensor:
     """uint8 ``[3, H, W]`` RGB from an image file's bytes. ``decoder='torchvision'`` uses
     libjpeg-turbo directly for plain JPEGs (no PIL image in between), PIL for the rest."""
@@ -107,29 +143,37 @@ def decode_bytes(data: bytes, path: str, decoder: Decoder = "pil", reduce_to: in
         try:
             return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
         except RuntimeError as err:
-            raise ImageDecodeError(f"cannot decode image file '{path}': {err}") from err
-    if reduce_to is None:
-        try:
-            with Image.open(io.BytesIO(data)) as img:
-                img.load()
-                return as_chw(to_mode(img, "RGB"))
-        except (UnidentifiedImageError, OSError, ValueError) as err:
-            raise ImageDecodeError(f"cannot decode image file '{path}': {err}") from err
-    return as_chw(open_image(path, "RGB", reduce_to))
+            raise ImageDecodeError(f"cannot decode image file '{path}': {_reason(err)}") from err
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return as_chw(_load_pil(img, "RGB", reduce_to))
+    except (UnidentifiedImageError, OSError, ValueError) as err:
+        raise ImageDecodeError(f"cannot decode image file '{path}': {_reason(err)}") from err
+
+
+def fit_size(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``image`` at ``size`` (height, width), antialiased: a JPEG decoded at full resolution
+    on the device brought to the size ``reduce_to`` gives on the CPU."""
+    if tuple(image.shape[-2:]) == tuple(size):
+        return image
+    import torchvision.transforms.v2.functional as TF
+
+    return TF.resize(image, list(size), antialias=True)
 
 
 def decode_on_device(encoded: list[torch.Tensor], paths: list[str], device: torch.device) -> list[torch.Tensor | None]:
-    """Decode JPEG byte tensors on ``device`` (nvJPEG on a GPU, in one batched call), each to
-    uint8 ``[3, H, W]``; ``None`` where a file cannot be decoded, so the caller can name it."""
+    """Decode JPEG byte tensors (in host memory, where nvJPEG reads them) on ``device`` (nvJPEG
+    on a GPU, in one batched call), each to uint8 ``[3, H, W]``; ``None`` where a file cannot
+    be decoded, so the caller can name it."""
     from torchvision.io import ImageReadMode, decode_jpeg
 
     try:
-        return list(decode_jpeg([e.cpu() for e in encoded], mode=ImageReadMode.RGB, device=device))
+        return list(decode_jpeg(list(encoded), mode=ImageReadMode.RGB, device=device))
     except RuntimeError:
         out = []
-        for data, path in zip(encoded, paths):
+        for data in encoded:
             try:
-                out.append(decode_jpeg(data.cpu(), mode=ImageReadMode.RGB, device=device))
+                out.append(decode_jpeg(data, mode=ImageReadMode.RGB, device=device))
             except RuntimeError:
                 out.append(None)
         return out

@@ -20,16 +20,12 @@ from torch.utils.data import Dataset
 from torchvision.transforms import InterpolationMode
 
 from .base import SSLDataModule
-from .decode import Decoder, ImageDecodeError, as_chw, decode_bytes, jpeg_header, open_image, plain_jpeg
-from .files import list_image_folder, mask_path
+from .decode import (Decoder, ImageDecodeError, SkippedItem, as_chw, decode_bytes, jpeg_header, open_image,
+                     plain_jpeg, reduced_size)
+from .files import cache_file, list_image_folder, mask_path
 
 MissingMask = Literal["error", "foreground"]
 BadImages = Literal["error", "skip"]
-
-
-class SkippedItem(str):
-    """Stands for an item that could not be read (``bad_images: skip``); the batch
-    collation drops it and counts it. Its text names the file and the error."""
 
 
 def to_canvas(image: torch.Tensor, size: int, nearest: bool = False) -> torch.Tensor:
@@ -43,8 +39,11 @@ class ImageFolderDataset(Dataset):
     """``root/<class>/<image>``; masks (if ``mask_root``) at ``mask_root/<class>/<stem>.png``.
 
     Items: ``image`` uint8 ``[3, H, W]`` (whole, or on the ``image_size`` canvas; with
-    ``decoder: device`` a plain JPEG stays encoded, a 1-d uint8 tensor of its bytes), ``label``,
-    ``index``, ``path``, and with masks ``mask`` bool ``[1, H, W]``. A mask is foreground where
+    ``decoder: device`` a plain JPEG stays encoded, a 1-d uint8 tensor of its bytes), ``size``
+    (the decoded image's height and width), ``label``, ``index``, ``path``, and with masks
+    ``mask`` bool ``[1, H, W]``. A listed file that cannot be read (removed since the file list
+    was made, say) is an ``ImageDecodeError`` naming it and how to refresh the list, or, with
+    ``bad_images: skip``, an item the collation drops and counts, as an undecodable one. A mask is foreground where
     its grey level is above 127 and may have any size: it is resized nearest-neighbour to its
     image. ``missing_mask``: ``error`` names the image without a mask; ``foreground`` uses an
     all-foreground mask (which the background stages skip) and marks ``mask_missing``.
@@ -68,6 +67,7 @@ class ImageFolderDataset(Dataset):
             raise FileNotFoundError(f"image folder '{root}' does not exist")
         self.classes, self.samples = list_image_folder(root, index_cache)
         self.root = root.resolve()
+        self.index_cache = cache_file(self.root, index_cache)
         self.image_size = image_size
         self.mask_root = Path(mask_root).resolve() if mask_root is not None else None
         if self.mask_root is not None and not self.mask_root.is_dir():
@@ -101,25 +101,38 @@ class ImageFolderDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
+    def labels(self) -> torch.Tensor:
+        return torch.tensor([label for _, label in self.samples])
+
     def __getitem__(self, index: int) -> dict[str, torch.Tensor] | SkippedItem:
         try:
             return self._load(index)
         except ImageDecodeError as err:
-            if self.bad_images == "error":
+            if self.bad_images == "skip":
+                return SkippedItem(str(err))
+            if "bad_images" in str(err):
                 raise
-            return SkippedItem(str(err))
+            raise ImageDecodeError(f"{err} (data.bad_images: skip trains on without unreadable images)") from err
+
+    def _bytes(self, path: str) -> bytes:
+        try:
+            with open(path, "rb") as f:
+                return f.read()
+        except OSError as err:
+            gone = "no longer exists" if isinstance(err, FileNotFoundError) else f"cannot be read ({err.strerror})"
+            refresh = (f"delete the cached list {self.index_cache} (or set data.index_cache: null)"
+                       if self.index_cache is not None else "restart to list the folder again")
+            raise ImageDecodeError(
+                f"image file '{path}' is in the file list but {gone}: if files were removed or moved, {refresh}; "
+                f"data.bad_images: skip trains on without it") from err
 
     def _read(self, path: str) -> tuple[torch.Tensor, tuple[int, int]]:
         """The image (decoded, or still encoded for the device) and its (height, width)."""
-        if self.decoder == "pil":
-            image = as_chw(open_image(path, "RGB", self.reduce_to))
-            return image, tuple(image.shape[-2:])
-        with open(path, "rb") as f:
-            data = f.read()
+        data = self._bytes(path)
         if self.decoder == "device" and plain_jpeg(data):
             height, width = jpeg_header(data)[:2]
-            return torch.frombuffer(bytearray(data), dtype=torch.uint8), (height, width)
-        image = decode_bytes(data, path, "torchvision" if self.decoder != "pil" else "pil", self.reduce_to)
+            return torch.frombuffer(bytearray(data), dtype=torch.uint8), reduced_size(height, width, self.reduce_to)
+        image = decode_bytes(data, path, "pil" if self.decoder == "pil" else "torchvision", self.reduce_to)
         return image, tuple(image.shape[-2:])
 
     def _load(self, index: int) -> dict[str, torch.Tensor]:
@@ -132,7 +145,8 @@ class ImageFolderDataset(Dataset):
             image = to_canvas(image, self.image_size)
             if "mask" in item:
                 item["mask"] = to_canvas(item["mask"], self.image_size, nearest=True)
-        item["image"] = image
+            size = (self.image_size, self.image_size)
+        item["image"], item["size"] = image, torch.tensor(size)
         return item
 
 

@@ -212,6 +212,9 @@ class SyntheticScenesDataset(Dataset):
     def __len__(self) -> int:
         return len(self.data["label"])
 
+    def labels(self) -> torch.Tensor:
+        return self.data["label"].clone()
+
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         return {
             "image": self.data["image"][index],

@@ -23,6 +23,15 @@ class _Labelled(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
+    def labels(self) -> torch.Tensor:
+        """The wrapped dataset's labels (CIFAR's ``targets``, STL-10's ``labels``)."""
+        if isinstance(self.dataset, ConcatDataset):
+            return torch.cat([_Labelled(part, self.image_size).labels() for part in self.dataset.datasets])
+        for name in ("targets", "labels"):
+            if hasattr(self.dataset, name):
+                return torch.as_tensor(getattr(self.dataset, name), dtype=torch.long)
+        raise TypeError(f"{type(self.dataset).__name__} exposes no labels (targets or labels)")
+
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         image, label = self.dataset[index]
         if not isinstance(image, Image.Image):
