@@ -80,6 +80,7 @@ class RembgSaliency:
 
 
 REMBG_MODELS = ("u2net", "u2netp", "isnet-general-use", "silueta")
+SALIENCY_MODELS = ("border_contrast", *REMBG_MODELS)
 
 
 def load_saliency_model(spec: str, weights: str | None = None) -> SaliencyModel:

@@ -239,8 +239,12 @@ TOOLS = {
 
 def plain_message(err: BaseException) -> str:
     """The sentence a user needs from ``err``: of jsonargparse's report on a config value
-    (a Union-validation tree), the key and the innermost reason only."""
+    (a Union-validation tree), the key and the innermost reason only; of an error a
+    DataLoader worker re-raised, the worker's own message without its traceback."""
     text = str(err).strip()
+    if "Original Traceback (most recent call last):" in text:  # raised in a DataLoader worker: its own message
+        last = text.splitlines()[-1].strip()
+        return re.sub(r"^[\w.]+(Error|Exception): ", "", last)
     if "Does not validate against any of the Union subtypes" not in text and "Parser key" not in text:
         return text
     keys = re.findall(r'Parser key "([^"]+)"', text)

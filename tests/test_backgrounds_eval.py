@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from sslkit.data.synthetic import SyntheticScenesDataset
+from sslkit.data import SyntheticScenes
 from sslkit.eval.backgrounds import BackgroundsChallenge, backgrounds_knn, challenge_donors, challenge_image
 
 
@@ -45,19 +45,30 @@ class BorderColour(nn.Module):
 
 
 def test_a_background_only_encoder_has_a_large_bg_gap():
-    render = dict(image_size=32, num_classes=4, num_backgrounds=4, background_contrast=0.15, saturation=0.3,
-                  object_scale=(0.4, 0.5), rotation_range=30)
-    bank = SyntheticScenesDataset("train", 400, 0, background_class_correlation=1.0, **render)
-    queries = SyntheticScenesDataset("val", 200, 0, background_class_correlation=1.0, **render)
-    results = backgrounds_knn(BorderColour(), lambda b: b["image"].float() / 255, bank, queries, k=10,
-                              temperature=0.1, batch_size=64, progress=False)
+    data = SyntheticScenes(image_size=32, num_classes=4, num_backgrounds=4, background_contrast=0.15, saturation=0.3,
+                           object_scale=(0.4, 0.5), rotation_range=30, num_train=400, num_val=200, batch_size=64,
+                           background_class_correlation=1.0, val_background_class_correlation=1.0)
+    data.setup("validate")
+    results = backgrounds_knn(BorderColour(), lambda b: b["image"].float() / 255, data, k=10, temperature=0.1,
+                              progress=False)
     assert results["original"] > 0.95 and results["mixed_same"] > 0.95
     assert results["mixed_rand"] < 0.45  # chance is 0.25; a random donor keeps the class 1 time in 4
     assert results["bg_gap"] == pytest.approx(results["mixed_same"] - results["mixed_rand"])
 
 
-def test_challenge_needs_masks():
-    dataset = [{"image": torch.zeros(3, 4, 4, dtype=torch.uint8), "label": torch.tensor(0)}] * 2
-    challenge = BackgroundsChallenge(dataset, "mixed_rand")
+class Unmasked(torch.utils.data.Dataset):
+    def __len__(self):
+        return 2
+
+    def __getitem__(self, index):
+        return {"image": torch.zeros(3, 4, 4, dtype=torch.uint8), "label": torch.tensor(0)}
+
+    def labels(self):
+        return torch.zeros(2, dtype=torch.long)
+
+
+def test_challenge_needs_masks_and_labels():
     with pytest.raises(ValueError, match="needs masks"):
-        challenge[0]
+        BackgroundsChallenge(Unmasked(), "mixed_rand")[0]
+    with pytest.raises(TypeError, match="labels()"):
+        BackgroundsChallenge([{"image": torch.zeros(3, 4, 4)}] * 2, "mixed_rand")

@@ -46,9 +46,8 @@ def test_backgrounds_evaluates_a_trained_checkpoint(tmp_path, sslkit):
     assert accuracy["bg_gap"] == accuracy["mixed_same"] - accuracy["mixed_rand"]
     assert all(0.0 <= accuracy[k] <= 1.0 for k in ("original", "only_fg", "mixed_same", "mixed_rand"))
     assert "bg_gap" in out.stdout
-    wrong = sslkit(["backgrounds", "-c", DEMO, "-c", os.path.join(REPO, "configs", "demo_byol.yaml"), "--ckpt_path",
-                 str(ckpt)])
-    assert wrong.returncode != 0 and "does not fit the config's model" in wrong.stderr
+    missing = sslkit(["backgrounds", *DEMO_BG, "--ckpt_path", str(tmp_path / "nope.ckpt"), *SMALL])
+    assert missing.returncode != 0 and "nope.ckpt' is no checkpoint file that exists" in missing.stderr
 
 
 def test_masks_command_writes_and_resumes(tmp_path, sslkit):

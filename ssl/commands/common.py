@@ -12,9 +12,12 @@ import torch
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """``-c`` (a training config, as given to ``sslkit fit``), the checkpoint arguments of
+    ``add_checkpoint_arguments`` (optional: without ``--ckpt_path`` the config's backbone at
+    random initialisation) and ``--device``."""
     parser.add_argument("-c", "--config", action="append", required=True,
                         help="training config (YAML), as given to 'sslkit fit'; may repeat")
-    parser.add_argument("--ckpt_path", default=None, help="sslkit checkpoint (.ckpt) to load weights from")
+    add_checkpoint_arguments(parser, required=False)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
 
 
@@ -39,33 +42,9 @@ def from_config(configs: list[str], overrides: list[str]) -> tuple[pl.LightningM
     with warnings.catch_warnings():  # the tool's own command line is not the CLI's: no mix-up to warn of
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
         cli = SSLKitCLI(args=args, run=False, instantiate_trainer=False)
+    if hasattr(cli.model, "check_data"):  # the recipe fitted to the data, as 'sslkit fit' does
+        cli.model.check_data(cli.datamodule)
     return cli.model, cli.datamodule
-
-
-def load_weights(model: pl.LightningModule, ckpt_path: str) -> None:
-    """Weights of an sslkit checkpoint into ``model`` (strict; missing or unexpected keys
-    are named). Read without unpickling anything but tensors and sslkit's configuration."""
-    from sslkit.checkpoints import read_checkpoint
-
-    checkpoint = read_checkpoint(ckpt_path)
-    if "state_dict" not in checkpoint:
-        raise ValueError(f"'{ckpt_path}' is not an sslkit/Lightning checkpoint (no 'state_dict')")
-    recorded, expected = checkpoint.get("sslkit_class_path"), f"{type(model).__module__}.{type(model).__qualname__}"
-    if recorded and recorded != expected:
-        raise ValueError(f"checkpoint '{ckpt_path}' does not fit the config's model: it holds a {recorded}, the "
-                         f"config builds a {expected}; pass the config(s) it was trained with")
-    own = model.state_dict()
-    state = checkpoint["state_dict"]
-    reshaped = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items()
-                if k in own and hasattr(v, "shape") and v.shape != own[k].shape]
-    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-    if missing or unexpected or reshaped:
-        raise ValueError(
-            f"checkpoint '{ckpt_path}' does not fit the config's model: missing {missing[:5]}, "
-            f"unexpected {unexpected[:5]}, shapes (checkpoint vs config) {reshaped[:5]}; pass the config(s) it was "
-            f"trained with"
-        )
-    model.load_state_dict(state)
 
 
 RENAMED_FLAGS = {"--source": "--ckpt_path", "--ckpt": "--ckpt_path", "--source_format": "--ckpt_format"}
@@ -87,15 +66,19 @@ def renamed(argv: list[str]) -> list[str]:
 def add_checkpoint_arguments(parser, required: bool = True) -> None:
     """``--ckpt_path`` (any checkpoint ``load_backbone`` reads, or a timm/torchvision model
     name for hub weights) and how to read it: ``--arch``, ``--ckpt_format``, ``--branch``,
-    ``--small_stem_padding``. The same flags in every command that takes a backbone."""
+    ``--small_stem_padding``. The same flags in every command that takes a backbone, whether
+    its parser is jsonargparse's (``null`` accepted) or argparse's."""
+    from jsonargparse import ArgumentParser
+
+    optional = (lambda t: t | None) if isinstance(parser, ArgumentParser) else (lambda t: t)
     parser.add_argument("--ckpt_path", type=str, required=required, default=None,
                         help="checkpoint in any format sslkit reads (README: formats), or a timm model name")
-    parser.add_argument("--arch", type=str | None, default=None,
+    parser.add_argument("--arch", type=optional(str), default=None,
                         help="architecture, where the file does not record it and it is no torchvision ResNet")
     parser.add_argument("--ckpt_format", type=str, default="auto", help="layout of the checkpoint (default: detected)")
-    parser.add_argument("--branch", type=str | None, default=None,
+    parser.add_argument("--branch", type=optional(str), default=None,
                         help="online or momentum (student/teacher, query/key, model/ema) where the file holds both")
-    parser.add_argument("--small_stem_padding", type=int | None, default=None,
+    parser.add_argument("--small_stem_padding", type=optional(int), default=None,
                         help="padding of a 3x3 small-image stem the file does not record (1 or 2)")
 
 
@@ -123,6 +106,15 @@ def add_source_arguments(parser) -> None:
                         help="shorter side before the centre crop (default: crop / 0.875 for whole images)")
     parser.add_argument("--mean", type=tuple[float, float, float] | None, default=None)
     parser.add_argument("--std", type=tuple[float, float, float] | None, default=None)
+
+
+def prepared_data(data, device: torch.device):
+    """The data module set up for evaluation on ``device``, its workers given their cores."""
+    from sslkit.data import share_cores
+
+    data.setup("validate")
+    share_cores(getattr(data, "num_workers", 0), device)
+    return data
 
 
 def eval_view_of(args, data):

@@ -19,7 +19,8 @@ from sslkit.checkpoints import export_backbone
 from .common import add_checkpoint_arguments, renamed
 
 
-def main(argv: list[str]) -> None:
+def parse(argv: list[str]):
+    """The command line, checked."""
     from jsonargparse import ArgumentParser
 
     parser = ArgumentParser(prog="sslkit export", description=__doc__)
@@ -30,5 +31,13 @@ def main(argv: list[str]) -> None:
     args = parser.parse_args(renamed(argv))
     if args.small_stem_padding is not None:
         raise ValueError("a small-image stem has no stock torchvision/timm equivalent to export to")
+    return args
+
+
+def main(argv: list[str]) -> None:
+    run(parse(argv))
+
+
+def run(args) -> None:
     out = export_backbone(args.ckpt_path, args.out, args.format, args.arch, args.ckpt_format, args.branch)
     print(f"sslkit export: wrote {out} ({args.format} state_dict)")

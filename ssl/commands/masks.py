@@ -10,13 +10,16 @@ expects.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from sslkit.augmentations.masks import SaliencyMasker, load_saliency_model, write_masks
+from sslkit.augmentations.masks import SALIENCY_MODELS, SaliencyMasker, load_saliency_model, write_masks
 
 from .common import resolve_device
 
 
-def main(argv: list[str]) -> None:
+def parse(argv: list[str]) -> argparse.Namespace:
+    """The command line, checked: the image folder exists and the model name is one sslkit
+    knows or a ``package.module:attribute`` path (loaded only by ``run``)."""
     parser = argparse.ArgumentParser(prog="sslkit masks", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", required=True, help="image folder (searched recursively)")
@@ -32,8 +35,20 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--overwrite", action="store_true", help="recompute masks that exist")
     parser.add_argument("--skip_unreadable", action="store_true", help="count unreadable images and go on")
     args = parser.parse_args(argv)
+    if not Path(args.images).is_dir():
+        raise FileNotFoundError(f"--images '{args.images}' is not a folder")
+    if args.model not in SALIENCY_MODELS and ":" not in args.model:
+        raise ValueError(f"--model '{args.model}' is none of {', '.join(SALIENCY_MODELS)} and no package.module:attribute")
+    return args
+
+
+def run(args: argparse.Namespace) -> None:
     model = load_saliency_model(args.model, args.weights)
     masker = SaliencyMasker(model, args.threshold, args.input_size or None)
     report = write_masks(args.images, args.out, masker, args.batch_size, resolve_device(args.device),
                          args.overwrite, args.skip_unreadable, args.num_workers)
     print(report.summary())
+
+
+def main(argv: list[str]) -> None:
+    run(parse(argv))

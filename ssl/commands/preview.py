@@ -1,12 +1,15 @@
 """``sslkit preview``: see what a config's augmentation does before spending GPU hours.
 
-    sslkit preview -c configs/demo_bg.yaml --out views.png --num_images 8
+    sslkit preview -c configs/demo.yaml -c configs/demo_bg.yaml --out views.png --num_images 8
+    sslkit preview -c configs/demo.yaml --ckpt_path runs/demo/version_0/checkpoints/last.ckpt
 
 Writes a PNG grid for one training batch: each row one image, the columns the original
 (the whole image, or the canvas of fixed-size data), its mask (when the data has masks),
-every training view, and the BG_Swaps hard negative (when the recipe makes one). Runs on
-the CPU whatever the config's trainer asks for. Extra ``--model.*`` / ``--data.*``
-arguments override the config.
+every training view, and the BG_Swaps hard negative (when the recipe makes one). With
+``--ckpt_path`` (any format ``load_backbone`` reads) each view is also titled with the
+cosine similarity of its backbone features to view 0's: how hard the recipe makes the
+positive pair, and the negative, for that network. Runs on the CPU whatever the config's
+trainer asks for. Extra ``--model.*`` / ``--data.*`` arguments override the config.
 """
 from __future__ import annotations
 
@@ -14,12 +17,12 @@ import argparse
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from sslkit.augmentations.stages import Normalize
 from sslkit.augmentations.views import recipe_of
-from sslkit.data.base import prepare_batch
 
-from .common import add_config_arguments, from_config, load_weights
+from .common import add_config_arguments, checkpoint_backbone, from_config, renamed
 
 
 def _unnormalise(image: torch.Tensor, recipe: torch.nn.Module) -> torch.Tensor:
@@ -29,31 +32,43 @@ def _unnormalise(image: torch.Tensor, recipe: torch.nn.Module) -> torch.Tensor:
     return image.clamp(0, 1)
 
 
-def preview_grid(batch: dict, views: list[dict], augment: torch.nn.Module, num_images: int) -> list[tuple[str, list]]:
-    """Columns of the grid as ``(title, n images [3,h,w] in [0, 1])``; the originals are the
-    images as the data module gives them: whole, at their own sizes, or the canvas."""
+def preview_grid(batch: dict, views: list[dict], augment: torch.nn.Module, num_images: int,
+                 backbone: torch.nn.Module | None = None) -> list[tuple[str, list, list[str] | None]]:
+    """Columns of the grid as ``(title, n images [3,h,w] in [0, 1], n captions or None)``; the
+    originals are the images as the data module gives them: whole, at their own sizes, or
+    the canvas. With ``backbone``: each view's caption is its feature similarity to view 0."""
     n = min(num_images, len(batch["image"]))
-    columns = [("original", [image.float() / 255 for image in batch["image"][:n]])]
+    columns = [("original", [image.float() / 255 for image in batch["image"][:n]], None)]
     if batch.get("mask") is not None:
-        columns.append(("mask", [mask.float().expand(3, -1, -1) for mask in batch["mask"][:n]]))
-    for i, view in enumerate(views):
-        columns.append((f"view {i}", _unnormalise(view["image"][:n].float(), recipe_of(augment, i))))
+        columns.append(("mask", [mask.float().expand(3, -1, -1) for mask in batch["mask"][:n]], None))
+    inputs = [view["image"][:n] for view in views]
+    titles = [f"view {i}" for i in range(len(views))]
+    recipes = [recipe_of(augment, i) for i in range(len(views))]
     if len(views) > 1 and "hard_negative" in views[1]:
-        negative = _unnormalise(views[1]["hard_negative"][:n].float(), recipe_of(augment, 1))
-        drawn = views[1]["hard_negative_valid"][:n].view(-1, 1, 1, 1).to(negative)
-        columns.append(("BG_Swaps negative\n(black: none drawn)", negative * drawn))
+        drawn = views[1]["hard_negative_valid"][:n].view(-1, 1, 1, 1)
+        inputs.append(views[1]["hard_negative"][:n] * drawn.to(inputs[0]))
+        titles.append("BG_Swaps negative\n(black: none drawn)")
+        recipes.append(recipes[1])
+    captions: list[list[str] | None] = [None] * len(inputs)
+    if backbone is not None:
+        with torch.no_grad():
+            anchor = F.normalize(backbone(inputs[0].float()), dim=1)
+            captions = [[f"cos {s:.2f}" for s in (F.normalize(backbone(x.float()), dim=1) * anchor).sum(1).tolist()]
+                        for x in inputs]
+    for title, x, recipe, caption in zip(titles, inputs, recipes, captions):
+        columns.append((title, _unnormalise(x.float(), recipe), caption))
     return columns
 
 
-def save_grid(columns: list[tuple[str, torch.Tensor]], out: Path, title: str) -> None:
+def save_grid(columns: list[tuple], out: Path, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     rows = len(columns[0][1])
-    fig, axes = plt.subplots(rows, len(columns), figsize=(1.3 * len(columns), 1.3 * rows + 0.4), squeeze=False)
-    for c, (name, images) in enumerate(columns):
+    fig, axes = plt.subplots(rows, len(columns), figsize=(1.3 * len(columns), 1.4 * rows + 0.4), squeeze=False)
+    for c, (name, images, captions) in enumerate(columns):
         for r in range(rows):
             ax = axes[r][c]
             ax.imshow(images[r].permute(1, 2, 0).cpu().numpy(), interpolation="nearest")
@@ -61,6 +76,8 @@ def save_grid(columns: list[tuple[str, torch.Tensor]], out: Path, title: str) ->
             ax.set_yticks([])
             if r == 0:
                 ax.set_title(name, fontsize=7)
+            if captions is not None:
+                ax.set_xlabel(captions[r], fontsize=6)
     fig.suptitle(title, fontsize=8)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -68,23 +85,32 @@ def save_grid(columns: list[tuple[str, torch.Tensor]], out: Path, title: str) ->
     plt.close(fig)
 
 
-def main(argv: list[str]) -> None:
+def parse(argv: list[str]) -> tuple[argparse.Namespace, object, object]:
+    """The command line and the config's model and data module, built (nothing read yet)."""
     parser = argparse.ArgumentParser(prog="sslkit preview", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_arguments(parser)
     parser.add_argument("--out", default="views.png", help="PNG file to write")
     parser.add_argument("--num_images", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0, help="seed of the augmentation draw")
-    args, overrides = parser.parse_known_args(argv)
+    args, overrides = parser.parse_known_args(renamed(argv))
     model, data = from_config(args.config, overrides)
-    if args.ckpt_path:
-        load_weights(model, args.ckpt_path)
+    return args, model, data
+
+
+def run(parsed: tuple[argparse.Namespace, object, object]) -> None:
+    args, model, data = parsed
+    backbone = checkpoint_backbone(args).eval() if args.ckpt_path else None
     data.setup("fit")
-    batch = prepare_batch(next(iter(data.train_dataloader())), "cpu", getattr(data, "bad_images", "error"))
+    batch = data.prepare(next(iter(data.train_dataloader())), "cpu")
     torch.manual_seed(args.seed)
     with torch.no_grad():
         views = model.augment(batch)
-    columns = preview_grid(batch, views, model.augment, args.num_images)
+    columns = preview_grid(batch, views, model.augment, args.num_images, backbone)
     out = Path(args.out)
     save_grid(columns, out, f"{' + '.join(args.config)}: {type(model.augment).__name__}")
     print(f"sslkit preview: wrote {out} ({len(columns)} columns x {len(columns[0][1])} images)")
+
+
+def main(argv: list[str]) -> None:
+    run(parse(argv))

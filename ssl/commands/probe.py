@@ -19,7 +19,6 @@ from typing import Literal
 
 import pytorch_lightning as pl
 from jsonargparse import ArgumentParser
-from torch.utils.data import DataLoader
 
 from sslkit.checkpoints import file_digest
 from sslkit.eval.backgrounds import VARIANTS, BackgroundsChallenge
@@ -29,7 +28,7 @@ from sslkit.eval.knn import knn_predict
 from sslkit.eval.linear import fit_logistic_regression, linear_probe, topk_accuracy
 from sslkit.eval.linear_probe import LinearProbe
 
-from .common import add_source_arguments, checkpoint_backbone, eval_view_of, renamed, resolve_device
+from .common import add_source_arguments, checkpoint_backbone, eval_view_of, prepared_data, renamed, resolve_device
 
 
 def build_parser() -> ArgumentParser:
@@ -56,11 +55,6 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
-def _loader(data, dataset, shuffle: bool = False) -> DataLoader:
-    return DataLoader(dataset, batch_size=data.batch_size, shuffle=shuffle,
-                      num_workers=getattr(data, "num_workers", 0))
-
-
 def fast_probe(args, backbone, data, device) -> dict:
     view = eval_view_of(args, data).to(device)
     transform = lambda batch: view(batch)["image"]  # noqa: E731
@@ -71,11 +65,11 @@ def fast_probe(args, backbone, data, device) -> dict:
         parts = {"checkpoint": digest, "branch": args.branch, "data": describe(data), "split": name,
                  "view": {"crop_size": args.crop_size, "resize": args.resize, "mean": normalize.mean.flatten().tolist(),
                           "std": normalize.std.flatten().tolist()}}
-        return cached_features(args.cache_dir, parts,
-                               lambda: extract_features(backbone, _loader(data, dataset), transform, device, name))
+        return cached_features(args.cache_dir, parts, lambda: extract_features(
+            backbone, data.eval_loader(dataset), transform, device, name, prepare=data.prepare))
 
-    train_x, train_y, train_hit = features_of("train", data.train_set)
-    test_x, test_y, test_hit = features_of("val", data.val_set)
+    train_x, train_y, train_hit = features_of("train", data.eval_split("train"))
+    test_x, test_y, test_hit = features_of("val", data.eval_split("val"))
     result = linear_probe((train_x, train_y), (test_x, test_y), args.l2_grid, args.val_fraction,
                           args.max_iter, device)
     scores = knn_predict(test_x.to(device), train_x.to(device), train_y.to(device), int(train_y.max()) + 1,
@@ -87,7 +81,7 @@ def fast_probe(args, backbone, data, device) -> dict:
                                              args.max_iter, device)
         scores = {}
         for variant in VARIANTS:
-            x, y, _ = features_of(f"val/{variant}", BackgroundsChallenge(data.val_set, variant))
+            x, y, _ = features_of(f"val/{variant}", BackgroundsChallenge(data.eval_split("val"), variant))
             scores[variant] = topk_accuracy(classifier.logits(x.to(device)), y, 1)
         scores["bg_gap"] = scores["mixed_same"] - scores["mixed_rand"]
         record["backgrounds_top1"] = scores
@@ -95,34 +89,35 @@ def fast_probe(args, backbone, data, device) -> dict:
 
 
 def standard_probe(args, backbone, data, device) -> dict:
-    num_classes = int(max(_max_label(data.train_set), _max_label(data.val_set))) + 1
+    num_classes = int(max(data.labels("train").max(), data.labels("val").max())) + 1
     module = LinearProbe(backbone, num_classes, args.crop_size, mean=args.mean or data.mean, std=args.std or data.std,
-                         resize=args.resize, lr=args.lr,
-                         momentum=args.momentum, weight_decay=args.weight_decay, nesterov=args.nesterov,
-                         milestones=args.milestones)
+                         resize=args.resize, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
+                         nesterov=args.nesterov, milestones=args.milestones, decode=data.decode)
     trainer = pl.Trainer(max_epochs=args.epochs, accelerator="gpu" if device.type == "cuda" else "cpu",
                          devices=1, logger=False, enable_checkpointing=False,
                          check_val_every_n_epoch=max(1, args.epochs // 10))
-    trainer.fit(module, _loader(data, data.train_set, shuffle=True), _loader(data, data.val_set))
-    results = trainer.validate(module, _loader(data, data.val_set), verbose=False)[0]
+    val = data.eval_loader(data.eval_split("val"))
+    trainer.fit(module, data.eval_loader(data.eval_split("train"), shuffle=True), val)
+    results = trainer.validate(module, val, verbose=False)[0]
     return {"top1": results["val/top1"], "top5": results["val/top5"], "epochs": args.epochs, "lr": args.lr}
 
 
-def _max_label(dataset) -> int:
-    from sslkit.eval.backgrounds import dataset_labels
-
-    return int(dataset_labels(dataset).max())
+def parse(argv: list[str]):
+    """The command line with its data module built (nothing read yet)."""
+    parser = build_parser()
+    return parser.instantiate_classes(parser.parse_args(renamed(argv)))
 
 
 def main(argv: list[str]) -> None:
-    parser = build_parser()
-    cfg = parser.parse_args(renamed(argv))
-    init = parser.instantiate_classes(cfg)
+    run(parse(argv))
+
+
+def run(init) -> None:
     data = init.data
     if init.num_workers is not None:
         data.num_workers = init.num_workers
-    data.setup("fit")
     device = resolve_device(init.device)
+    data = prepared_data(data, device)
     backbone = checkpoint_backbone(init).to(device)
     start = time.perf_counter()
     record = fast_probe(init, backbone, data, device) if init.protocol == "fast" else standard_probe(init, backbone, data, device)

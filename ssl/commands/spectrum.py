@@ -15,13 +15,13 @@ from pathlib import Path
 import torch
 from jsonargparse import ArgumentParser
 from torch import nn
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import Subset
 
 from sslkit.checkpoints import load_projector
 from sslkit.eval.features import extract_features
 from sslkit.eval.spectrum import eigenspectrum, plot_spectrum
 
-from .common import add_source_arguments, checkpoint_backbone, eval_view_of, renamed, resolve_device
+from .common import add_source_arguments, checkpoint_backbone, eval_view_of, prepared_data, renamed, resolve_device
 
 
 def build_parser() -> ArgumentParser:
@@ -63,28 +63,35 @@ class _Chain(nn.Module):
         return self.second(self.first(x))
 
 
-def main(argv: list[str]) -> None:
+def parse(argv: list[str]):
+    """The command line with its data module built (nothing read yet)."""
     parser = build_parser()
-    cfg = parser.parse_args(probe_config_shared(renamed(argv), parser))
-    init = parser.instantiate_classes(cfg)
-    data = init.data
-    data.setup("fit")
-    dataset = {"val": data.val_set, "train": data.train_set}.get(init.split)
-    if dataset is None:
+    return parser.instantiate_classes(parser.parse_args(probe_config_shared(renamed(argv), parser)))
+
+
+def main(argv: list[str]) -> None:
+    run(parse(argv))
+
+
+def run(init) -> None:
+    device = resolve_device(init.device)
+    data = prepared_data(init.data, device)
+    if init.split not in ("val", "train"):
         raise ValueError(f"--split must be val or train, got '{init.split}'")
+    dataset = data.eval_split(init.split)
     if init.num_samples is not None:
         dataset = Subset(dataset, range(min(init.num_samples, len(dataset))))
-    device = resolve_device(init.device)
     backbone = checkpoint_backbone(init).to(device)
     view = eval_view_of(init, data).to(device)
-    loader = DataLoader(dataset, batch_size=data.batch_size, num_workers=getattr(data, "num_workers", 0))
+    loader = data.eval_loader(dataset)
     encoders = {"backbone": backbone}
     projector = load_projector(init.ckpt_path) if Path(init.ckpt_path).is_file() else None
     if projector is not None:
         encoders["projector"] = _Chain(backbone, projector.to(device)).eval()
     reports = {}
     for name, encoder in encoders.items():
-        features, _ = extract_features(encoder, loader, lambda b: view(b)["image"], device, name)
+        features, _ = extract_features(encoder, loader, lambda b: view(b)["image"], device, name,
+                                       prepare=data.prepare)
         reports[name] = eigenspectrum(features, init.fit_range, init.weighting)
         print(f"{name:>9}: {reports[name].summary()}")
     out = Path(init.out) if init.out else (Path(init.ckpt_path).parent if Path(init.ckpt_path).is_file() else Path("."))

@@ -12,26 +12,16 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from sslkit.augmentations.background import background_only, composite, resized
+from sslkit.data.base import is_encoded
+from sslkit.data.decode import SkippedItem, decode_bytes, fit_size
 
 from .features import extract_features
 from .knn import knn_predict
 
 VARIANTS = ("original", "only_fg", "mixed_same", "mixed_rand")
-
-
-def dataset_labels(dataset: Dataset) -> torch.Tensor:
-    """All labels of ``dataset`` without decoding images where the dataset allows it."""
-    data = getattr(dataset, "data", None)
-    if isinstance(data, dict) and "label" in data:
-        return data["label"].clone()
-    if hasattr(dataset, "targets"):
-        return torch.as_tensor(dataset.targets)
-    if hasattr(dataset, "samples"):
-        return torch.tensor([label for _, label in dataset.samples])
-    return torch.stack([torch.as_tensor(dataset[i]["label"]) for i in range(len(dataset))])
 
 
 def challenge_donors(labels: torch.Tensor, variant: str, seed: int = 0) -> torch.Tensor:
@@ -69,25 +59,50 @@ def challenge_image(image: torch.Tensor, mask: torch.Tensor, donor: torch.Tensor
     return composite(image.float(), mask, background).round().to(image.dtype)
 
 
+def decoded(item: dict) -> dict:
+    """``item`` with its image decoded here if its loader left it encoded for the device
+    (``decoder: device``): the variants are composed in the loader's workers."""
+    image = item["image"]
+    if not is_encoded(image):
+        return item
+    pixels = decode_bytes(image.numpy().tobytes(), item.get("path", "image"), "torchvision")
+    size = item.get("size")
+    return dict(item, image=pixels if size is None else fit_size(pixels, tuple(int(v) for v in size)))
+
+
 class BackgroundsChallenge(Dataset):
-    """``dataset`` (items with ``image``, ``mask``, ``label``) seen through one variant;
-    donors are drawn once from ``seed``, so every evaluator sees the same images."""
+    """``dataset`` (items with ``image``, ``mask``, ``label``; ``dataset.labels()`` gives every
+    label) seen through one variant; donors are drawn once from ``seed``, so every evaluator
+    sees the same images. Whole images, JPEGs left encoded for the device and unreadable
+    items (``bad_images: skip``) are handled as the loader handles them: an image whose
+    donor cannot be read is left out too, naming both."""
 
     def __init__(self, dataset: Dataset, variant: str, seed: int = 0) -> None:
         if variant not in VARIANTS:
             raise ValueError(f"unknown variant '{variant}'; choose from {', '.join(VARIANTS)}")
+        if not hasattr(dataset, "labels"):
+            raise TypeError(f"the Backgrounds Challenge needs a dataset with labels() (sslkit's datasets); "
+                            f"got {type(dataset).__name__}")
         self.dataset, self.variant = dataset, variant
-        self.donors = challenge_donors(dataset_labels(dataset), variant, seed)
+        self.donors = challenge_donors(dataset.labels(), variant, seed)
 
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        item = dict(self.dataset[index])
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor] | SkippedItem:
+        item = self.dataset[index]
+        if isinstance(item, str):
+            return item
         if "mask" not in item:
-            raise ValueError("the Backgrounds Challenge needs masks: the dataset's items have no 'mask'")
+            raise ValueError("the Backgrounds Challenge needs masks: the dataset's items have no 'mask' "
+                             "(give the data module a mask_root, or write masks with 'sslkit masks')")
+        item = decoded(dict(item))
         if self.variant != "original":
             donor = self.dataset[int(self.donors[index])]
+            if isinstance(donor, str):
+                return SkippedItem(f"{self.variant} of '{item.get('path', index)}': its background donor is "
+                                   f"unreadable ({donor})")
+            donor = decoded(donor)
             item["image"] = challenge_image(item["image"], item["mask"], donor["image"], donor["mask"], self.variant)
         return item
 
@@ -95,30 +110,26 @@ class BackgroundsChallenge(Dataset):
 def backgrounds_knn(
     encoder: torch.nn.Module,
     transform: Callable[[dict], torch.Tensor],
-    bank: Dataset,
-    queries: Dataset,
+    data,
     k: int = 20,
     temperature: float = 0.07,
-    batch_size: int = 256,
     device: str | torch.device = "cpu",
     variants: Sequence[str] = VARIANTS,
     seed: int = 0,
-    num_workers: int = 0,
     progress: bool = True,
 ) -> dict[str, float]:
-    """Weighted-kNN top-1 of ``queries`` under each variant against clean ``bank``
-    features, plus ``bg_gap`` (when both mixed variants are evaluated)."""
-    def loader(dataset: Dataset) -> DataLoader:
-        return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    """Weighted-kNN top-1 of ``data``'s val split under each variant against clean features
+    of its train split (the bank), plus ``bg_gap`` (when both mixed variants are evaluated).
+    Every split is read through the data module's ``eval_loader`` and ``prepare``."""
+    def features(dataset: Dataset, desc: str) -> tuple[torch.Tensor, torch.Tensor]:
+        return extract_features(encoder, data.eval_loader(dataset), transform, device, desc, progress, data.prepare)
 
-    bank_features, bank_labels = extract_features(encoder, loader(bank), transform, device, "bank", progress)
+    bank_features, bank_labels = features(data.knn_bank(), "bank")
     num_classes = int(bank_labels.max()) + 1
     results: dict[str, float] = {}
     for variant in variants:
-        features, labels = extract_features(
-            encoder, loader(BackgroundsChallenge(queries, variant, seed)), transform, device, variant, progress
-        )
-        scores = knn_predict(features, bank_features, bank_labels, max(num_classes, int(labels.max()) + 1),
+        queries, labels = features(BackgroundsChallenge(data.eval_split("val"), variant, seed), variant)
+        scores = knn_predict(queries, bank_features, bank_labels, max(num_classes, int(labels.max()) + 1),
                              k, temperature)
         results[variant] = float((scores.argmax(1) == labels).float().mean())
     if "mixed_same" in results and "mixed_rand" in results:

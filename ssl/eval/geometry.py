@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import Subset
 
 from .features import extract_features
 from .knn import knn_predict
@@ -41,19 +41,20 @@ class GeometryMonitor(pl.Callback):
         step = max(1, len(dataset) // size)
         return Subset(dataset, list(range(0, len(dataset), step))[:size])
 
-    def _loader(self, datamodule, dataset, size: int) -> DataLoader:
-        return DataLoader(self._subset(dataset, size), batch_size=getattr(datamodule, "batch_size", 256))
+    def _features(self, data, split: str, size: int, module: pl.LightningModule) -> tuple[torch.Tensor, torch.Tensor]:
+        """Backbone features of an evenly spaced subset of ``split``, read through the data
+        module's evaluation loader (whole images, device decoding, unreadable images)."""
+        loader = data.eval_loader(self._subset(data.eval_split(split), size))
+        return extract_features(module.backbone, loader, module.augment.evaluate, module.device, f"geometry {split}",
+                                progress=False, prepare=data.prepare)
 
     @torch.no_grad()
     def measure(self, trainer: pl.Trainer, module: pl.LightningModule) -> dict[str, float]:
         data = trainer.datamodule
-        if data is None or getattr(data, "val_set", None) is None:
-            raise ValueError("GeometryMonitor needs a data module with val_set and train_set (sslkit's DataModules)")
-        transform = module.augment.evaluate
-        queries, query_labels = extract_features(module.backbone, self._loader(data, data.val_set, self.num_samples),
-                                                 transform, module.device, "geometry", progress=False)
-        bank, bank_labels = extract_features(module.backbone, self._loader(data, data.train_set, self.bank_size),
-                                             transform, module.device, "geometry bank", progress=False)
+        if not hasattr(data, "eval_loader"):
+            raise ValueError("GeometryMonitor needs an sslkit data module (eval_loader, eval_split, prepare)")
+        queries, query_labels = self._features(data, "val", self.num_samples, module)
+        bank, bank_labels = self._features(data, "train", self.bank_size, module)
         report = eigenspectrum(queries, self.fit_range)
         num_classes = int(max(bank_labels.max(), query_labels.max())) + 1
         scores = knn_predict(queries, bank, bank_labels, num_classes, self.knn_k, self.knn_temperature)

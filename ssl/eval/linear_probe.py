@@ -2,12 +2,13 @@
 
 A frozen backbone (kept in eval mode: its BatchNorm statistics never move), one linear
 layer initialised N(0, 0.01) with zero bias, training views RandomResizedCrop + flip made on
-the device, resize + centre crop for evaluation. MoCo's ``main_lincls.py`` by default: SGD
+the device, resize + centre crop for evaluation. ``decode``: the data module's, so JPEGs its
+workers left encoded are decoded on the device as in training. MoCo's ``main_lincls.py`` by default: SGD
 lr 30, momentum 0.9, no weight decay, 100 epochs, lr x 0.1 at epochs 60 and 80.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pytorch_lightning as pl
 import torch
@@ -19,6 +20,7 @@ from sslkit.augmentations.recipes import eval_view
 from sslkit.augmentations.geometry import RandomHorizontalFlip, RandomResizedCrop
 from sslkit.augmentations.stages import IMAGENET_MEAN, IMAGENET_STD, Normalize
 from sslkit.augmentations.views import View
+from sslkit.data.base import decode_batch, to_device
 
 
 class LinearProbe(pl.LightningModule):
@@ -36,9 +38,11 @@ class LinearProbe(pl.LightningModule):
         weight_decay: float = 0.0,
         nesterov: bool = False,
         milestones: Sequence[int] = (60, 80),
+        decode: Callable[[dict, torch.device], dict] | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["backbone"])
+        self.save_hyperparameters(ignore=["backbone", "decode"])
+        self.decode = decode or (lambda batch, device: decode_batch(batch, "error", device))
         self.backbone = backbone.requires_grad_(False).eval()
         dim = getattr(backbone, "dim", None)
         if dim is None:
@@ -56,7 +60,13 @@ class LinearProbe(pl.LightningModule):
         self.backbone.eval()
         return self
 
+    def transfer_batch_to_device(self, batch: dict, device: torch.device, dataloader_idx: int) -> dict:
+        return to_device(batch, device)
+
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        batch = self.decode(batch, self.device)
+        if "image" not in batch:  # every image of the batch unreadable (bad_images: skip)
+            return batch
         if "label" not in batch:
             raise ValueError("the linear probe needs labelled batches ('label'); this split has none")
         with torch.no_grad():
@@ -69,12 +79,16 @@ class LinearProbe(pl.LightningModule):
             features = self.backbone(images)
         return self.classifier(features)
 
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
+        if "probe_image" not in batch:
+            return None
         loss = F.cross_entropy(self(batch["probe_image"]), batch["label"])
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
+        if "probe_image" not in batch:
+            return
         logits = self(batch["probe_image"])
         self.val_top1(logits, batch["label"])
         self.val_top5(logits, batch["label"])

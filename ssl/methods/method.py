@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import nn
 
-from sslkit.data.base import seed_from_environment
+from sslkit.data.base import seed_from_environment, share_cores, to_device
 from sslkit.nn import distributed
 from sslkit.nn.backbones import build_backbone
 
@@ -57,6 +57,7 @@ from .speed import apply_speed, to_memory_format
 
 # Views are made in the method's on_after_batch_transfer by design, with any data module.
 warnings.filterwarnings("ignore", message="You have overridden `on_after_batch_transfer` in `LightningModule` but")
+warnings.filterwarnings("ignore", message="You have overridden `transfer_batch_to_device` in `LightningModule` but")
 
 
 def make_backbone(name: str, small_images: bool, small_stem_padding: int, kwargs: dict | None, weights: str | None,
@@ -152,6 +153,7 @@ class SSLMethod(pl.LightningModule):
         self.total_steps = 0
         self._prepared = False
         self._checked_data: int | None = None
+        self._threads_before: int | None = None
 
     # ------------------------------------------------------------------ the contract
     def step(self, views: list[dict], labels: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
@@ -192,15 +194,29 @@ class SSLMethod(pl.LightningModule):
             self.prepare()
             apply_speed(self, self.speed)
             self._prepared = True
+        if trainer is not None and trainer.datamodule is not None and self._threads_before is None:
+            self._threads_before = share_cores(getattr(trainer.datamodule, "num_workers", 0),
+                                               trainer.strategy.root_device, trainer.num_devices)
+
+    def teardown(self, stage: str) -> None:
+        """The process's thread count back to what it was before ``setup`` shared the cores."""
+        if self._threads_before is not None:
+            torch.set_num_threads(self._threads_before)
+            self._threads_before = None
 
     def configure_optimizers(self):
         self.total_steps = int(self.trainer.estimated_stepping_batches)
         return configure_optimization(self, self, self.optim)
 
+    def transfer_batch_to_device(self, batch: dict, device: torch.device, dataloader_idx: int) -> dict:
+        """Everything to ``device`` but the JPEG bytes the data module decodes there (they stay
+        in host memory, where the decoder reads them)."""
+        return to_device(batch, device)
+
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
         data = self.trainer.datamodule if self.trainer is not None else None
         if hasattr(data, "decode"):  # JPEGs the workers left encoded, decoded on this device
-            batch = data.decode(batch)
+            batch = data.decode(batch, self.device)
         if "image" not in batch:  # every image of this batch was unreadable (bad_images: skip)
             return batch
         with torch.no_grad():
