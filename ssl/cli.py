@@ -27,6 +27,7 @@ from lightning_fabric.utilities.exceptions import MisconfigurationException
 from pytorch_lightning.utilities import rank_zero_info
 
 import sslkit.data  # noqa: F401  (registers the DataModules for short class names)
+from sslkit.legacy import fold, new_name
 from sslkit.data import ImageDecodeError
 from sslkit.reliability import AtomicCheckpointIO, PreemptionCheckpoint, find_last_checkpoint
 import sslkit.methods  # noqa: F401
@@ -115,8 +116,8 @@ def run_name(argv: list[str]) -> str:
     return "+".join(stems) or "sslkit"
 
 
-def _renames(class_path: str | None) -> dict[str, str]:
-    """Old -> new constructor argument names of a model class (``renamed_arguments``)."""
+def _legacy_names(class_path: str | None) -> dict[str, str]:
+    """Old -> new constructor argument names of a model class (``SSLMethod.legacy_names``)."""
     if not class_path:
         return {}
     module, _, name = class_path.rpartition(".")
@@ -124,13 +125,38 @@ def _renames(class_path: str | None) -> dict[str, str]:
         cls = getattr(importlib.import_module(module or "sslkit.methods"), name)
     except (ImportError, AttributeError):
         return {}
-    return dict(getattr(cls.__init__, "renamed", {}))
+    return dict(getattr(cls, "legacy_names", {}))
+
+
+def _config_with_new_names(path: str, data, class_path: str | None) -> tuple[object, str | None, bool]:
+    """A config file's content with 0.2's model keys renamed and folded (``sslkit.legacy``),
+    and ``backbone: NAME`` written as ``backbone: {name: NAME}`` so that later files and flags
+    can change one field of it; its model class path; whether anything changed."""
+    model = data.get("model") if isinstance(data, dict) else None
+    if not isinstance(model, dict):
+        return data, class_path, False
+    class_path = model.get("class_path", class_path)
+    init = model.get("init_args")
+    if not isinstance(init, dict):
+        return data, class_path, False
+
+    def note(old: str, new: str) -> None:
+        print(f"sslkit: {path}: model.init_args.{old} is now {new} (the old name goes in the next release)",
+              file=sys.stderr)
+
+    folded = fold(init, _legacy_names(class_path), note)
+    if isinstance(folded.get("backbone"), str):
+        folded = {**folded, "backbone": {"name": folded["backbone"]}}
+    if folded == init:
+        return data, class_path, False
+    return {**data, "model": {**model, "init_args": folded}}, class_path, True
 
 
 def renamed_config_keys(argv: list[str]) -> list[str]:
-    """Model arguments renamed in 0.2 (``tau_base`` -> ``momentum``, ``queue_length`` ->
-    ``queue_size``, ...) keep working for one release in config files and ``--model.init_args.*``
-    flags, each with a note naming the new key. A renamed file is passed on as YAML text."""
+    """Model arguments renamed or folded since 0.2 (``tau_base`` -> ``momentum``, ``knn_k`` ->
+    ``knn.k``, ``small_images`` -> ``backbone.small_images``, ...) keep working for one release
+    in config files and ``--model.init_args.*`` flags, each with a note naming the new key. A
+    changed file is passed on as YAML text."""
     import yaml
 
     out, class_path, i = [], None, 0
@@ -138,31 +164,24 @@ def renamed_config_keys(argv: list[str]) -> list[str]:
         arg = argv[i]
         path = argv[i + 1] if arg in ("-c", "--config") and i + 1 < len(argv) else None
         if path is not None and Path(path).is_file():
-            data = yaml.safe_load(Path(path).read_text())
-            model = data.get("model") if isinstance(data, dict) else None
-            if isinstance(model, dict):
-                class_path = model.get("class_path", class_path)
-                init = model.get("init_args")
-                old = [k for k in (init or {}) if k in _renames(class_path)] if isinstance(init, dict) else []
-                for key in old:
-                    new = _renames(class_path)[key]
-                    print(f"sslkit: {path}: model.init_args.{key} is now {new} (the old name goes in the next "
-                          f"release)", file=sys.stderr)
-                    init[new] = init.pop(key)
-                if old:
-                    out += [arg, yaml.safe_dump(data, sort_keys=False)]
-                    i += 2
-                    continue
+            data, class_path, changed = _config_with_new_names(path, yaml.safe_load(Path(path).read_text()), class_path)
+            if changed:
+                out += [arg, yaml.safe_dump(data, sort_keys=False)]
+                i += 2
+                continue
         flag, eq, value = arg.partition("=")
         if flag.startswith("--model.class_path") or flag == "--model":
             class_path = value if eq else (argv[i + 1] if i + 1 < len(argv) else class_path)
         elif flag.startswith("--model.init_args.") and flag.count(".") == 2:
             key = flag.rsplit(".", 1)[1]
-            if key in _renames(class_path):
-                new = _renames(class_path)[key]
+            new = new_name(key, _legacy_names(class_path))
+            if new is not None:
                 print(f"sslkit: {flag} is now --model.init_args.{new} (the old name goes in the next release)",
                       file=sys.stderr)
                 arg = f"--model.init_args.{new}" + eq + value
+            elif key == "backbone" and not (value or (argv[i + 1] if i + 1 < len(argv) else "")).lstrip().startswith("{"):
+                # a name changes the name, not the whole backbone config
+                arg = "--model.init_args.backbone.name" + eq + value
         out.append(arg)
         i += 1
     return out

@@ -3,7 +3,7 @@ import pytorch_lightning as pl
 
 from sslkit.augmentations import MoCoV2Views
 from sslkit.data import SyntheticScenes
-from sslkit.methods import MoCoV2, OptimConfig
+from sslkit.methods import KNNConfig, MoCoV2, OptimConfig
 
 
 def tiny_data(**kwargs) -> SyntheticScenes:
@@ -15,7 +15,7 @@ def tiny_data(**kwargs) -> SyntheticScenes:
 def tiny_moco(**kwargs) -> MoCoV2:
     args = dict(
         backbone="test_resnet", proj_hidden_dim=32, proj_output_dim=16, queue_size=64, momentum=0.9,
-        batchnorm="split", bn_splits=2, knn_k=5,
+        batchnorm="split", bn_splits=2, knn=KNNConfig(k=5),
         augment=MoCoV2Views(crop_size=32, blur_p=0.0), optim=OptimConfig(lr=0.1),
     )
     args.update(kwargs)
@@ -36,7 +36,7 @@ def tiny_byol(**kwargs):
     from sslkit.methods import BYOL
 
     args = dict(backbone="test_resnet", proj_hidden_dim=32, proj_output_dim=16, pred_hidden_dim=32,
-                augment=BYOLViews(crop_size=32, blur_p=(0.0, 0.0)), knn_k=5,
+                augment=BYOLViews(crop_size=32, blur_p=(0.0, 0.0)), knn=KNNConfig(k=5),
                 optim=OptimConfig(name="lars", lr=0.2, exclude_bias_and_norm=True))
     args.update(kwargs)
     return BYOL(**args)
@@ -47,7 +47,7 @@ def tiny_swav(**kwargs):
     from sslkit.methods import SwAV
 
     args = dict(backbone="test_resnet", proj_hidden_dim=32, proj_output_dim=16, num_prototypes=10,
-                freeze_prototypes_epochs=0, queue_size=32, queue_start_epoch=0, knn_k=5,
+                freeze_prototypes_epochs=0, queue_size=32, queue_start_epoch=0, knn=KNNConfig(k=5),
                 augment=MultiCropViews(global_size=32, local_size=16, num_local=2, blur_p=0.0))
     args.update(kwargs)
     return SwAV(**args)

@@ -6,8 +6,8 @@ import torch
 
 from helpers import tiny_byol, tiny_data, tiny_swav, tiny_trainer
 from sslkit.augmentations import MultiCropViews
-from sslkit.methods import BYOL, SwAV
-from sslkit.methods.momentum import cosine_momentum
+
+
 
 
 def views(n, sizes=(32, 32, 16, 16)):
@@ -40,20 +40,24 @@ def test_byol_target_is_the_ema_of_the_online_weights_with_tau_k(tmp_path):
     assert all(not p.requires_grad for p in model.momentum_backbone.parameters())
 
 
-def test_swav_prototypes_frozen_then_trained():
-    model = tiny_swav(queue_size=0)
-    model._freeze_steps = 1  # what configure_optimizers derives from freeze_prototypes_epochs
-    loss, _ = model.step(views(8))
-    loss.backward()
-    model.on_after_backward()  # global_step 0 < 1: frozen
-    assert model.prototypes.weight.grad is None
-    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.backbone.parameters())
-    model.zero_grad()
-    model._freeze_steps = 0
-    loss, _ = model.step(views(8))
-    loss.backward()
-    model.on_after_backward()
-    assert model.prototypes.weight.grad is not None and model.prototypes.weight.grad.abs().sum() > 0
+@pytest.mark.parametrize("accumulate, frozen", [(1, 2), (2, 1)])
+def test_swav_prototypes_frozen_for_their_epochs_counted_in_optimiser_steps(tmp_path, accumulate, frozen):
+    """64 images at batch 16: 4 batches an epoch, 4 optimiser steps (2 with accumulation 2);
+    freeze_prototypes_epochs 0.5 freezes the prototypes for 2 (1) steps, then they train."""
+    seen = []
+
+    class Prototypes(pl.Callback):
+        def on_train_batch_end(self, trainer, module, *args):
+            if (args[-1] + 1) % accumulate == 0:  # after an optimiser step
+                seen.append(module.prototypes.weight.detach().clone())
+
+    model = tiny_swav(queue_size=0, freeze_prototypes_epochs=0.5)
+    trainer = tiny_trainer(tmp_path, max_steps=frozen + 1, accumulate_grad_batches=accumulate, callbacks=[Prototypes()])
+    trainer.fit(model, tiny_data(num_train=64, batch_size=16))
+    assert model.schedule.steps_per_epoch == 4 // accumulate and model.freeze_steps == frozen
+    normalised = torch.nn.functional.normalize(seen[0], dim=1)
+    assert all(torch.allclose(w, normalised, atol=1e-6) for w in seen[:frozen])  # renormalised only
+    assert not torch.allclose(seen[frozen], normalised, atol=1e-4)  # the first step after: trained
 
 
 def test_swav_groups_crops_by_resolution(monkeypatch):

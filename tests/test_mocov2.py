@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from helpers import tiny_data, tiny_moco, tiny_trainer
-from sslkit.methods import MoCoV2
+from sslkit.methods import KNNConfig, MoCoV2
 
 
 def test_training_updates_queue_and_key_encoder_stays_gradient_free(tmp_path):
@@ -39,7 +39,7 @@ def test_unknown_backbone_names_close_matches():
 def test_test_loop_reports_knn_accuracy(tmp_path):
     """``trainer.test`` reports the weighted kNN accuracy (Wu et al. 2018) of the backbone's
     features of the val split against the un-augmented train split, as a naive loop finds it."""
-    model, data = tiny_moco(knn_k=5, knn_temperature=0.1), tiny_data()
+    model, data = tiny_moco(knn=KNNConfig(k=5, temperature=0.1)), tiny_data()
     results = tiny_trainer(tmp_path).test(model, data, verbose=False)
 
     def features(loader):

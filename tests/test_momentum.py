@@ -1,7 +1,7 @@
 import torch
 from torch import nn
 
-from sslkit.methods.momentum import cosine_momentum, momentum_copy, momentum_update
+from sslkit.nn.momentum import cosine_momentum, momentum_copy, momentum_update
 
 
 def test_momentum_update_formula():

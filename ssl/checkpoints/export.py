@@ -40,13 +40,13 @@ def export_backbone(
     out: str | Path,
     format: Literal["torchvision", "timm"] = "torchvision",
     arch: str | None = None,
-    source_format: str = "auto",
+    ckpt_format: str = "auto",
     branch: str | None = None,
 ) -> Path:
     """Write the backbone of ``source`` to ``out`` as a stock ``format`` state_dict."""
     if format not in ("torchvision", "timm"):
         raise ValueError(f"export format must be torchvision or timm, got '{format}'")
-    backbone, report = load_backbone_report(source, arch, source_format, branch)
+    backbone, report = load_backbone_report(source, arch, ckpt_format, branch)
     if report.small_stem_padding is not None:
         raise CheckpointError(
             f"'{source}' has sslkit's small-image stem (3x3 conv1, no max-pool), which stock {format} "

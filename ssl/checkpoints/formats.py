@@ -108,6 +108,16 @@ def _sslkit_state(c: dict) -> StateDict | None:
     return tensor_dict(c.get("state_dict"))
 
 
+def sslkit_backbone(c: dict) -> dict:
+    """The backbone an sslkit checkpoint records: ``hyper_parameters['backbone']`` as a
+    ``BackboneConfig``'s fields, or 0.2's flat ``backbone``/``small_images``/... keys."""
+    from sslkit.legacy import fold
+
+    hparams = fold(dict(c.get("hyper_parameters") or {}), {}, note=lambda old, new: None)
+    backbone = hparams.get("backbone")
+    return {"name": backbone} if isinstance(backbone, str) else dict(backbone or {})
+
+
 def _sslkit_detect(c: dict) -> bool:
     return "backbone" in (c.get("hyper_parameters") or {}) and has(_sslkit_state(c), "backbone.model.")
 
@@ -117,8 +127,8 @@ def _sslkit_momentum(c: dict) -> StateDict:
 
 
 def _sslkit_stem(c: dict) -> int | None:
-    hparams = c.get("hyper_parameters") or {}
-    return int(hparams.get("small_stem_padding", 1)) if hparams.get("small_images") else None
+    backbone = sslkit_backbone(c)
+    return int(backbone.get("small_stem_padding", 1)) if backbone.get("small_images") else None
 
 
 # ----------------------------------------------------------------------------- DINO
@@ -236,7 +246,7 @@ FORMATS: list[Format] = [
            "runs/<name>/version_N/checkpoints/last.ckpt", _sslkit_detect,
            two((lambda c: strip(_sslkit_state(c), "backbone.model."), "backbone"),
                (_sslkit_momentum, "momentum backbone")),
-           arch=lambda c: c["hyper_parameters"]["backbone"], small_stem_padding=_sslkit_stem),
+           arch=lambda c: sslkit_backbone(c)["name"], small_stem_padding=_sslkit_stem),
     Format("moco", "official MoCo v1/v2 (state_dict, module.encoder_q.* / module.encoder_k.*, arch recorded)",
            "moco_v2_800ep_pretrain.pth.tar, checkpoint_0199.pth.tar", lambda c: has(main_state_dict(c), "module.encoder_q."),
            two((lambda c: strip(main_state_dict(c), "module.encoder_q."), "query encoder"),
@@ -317,4 +327,4 @@ def detect_format(checkpoint: dict, source: str) -> Format:
         sample = list(state)[:5] or list(checkpoint)[:5]
         raise CheckpointError(f"cannot tell the format of '{source}' from its keys (first: {sample}); known formats:\n{known}")
     names = ", ".join(f.name for f in matches)
-    raise CheckpointError(f"'{source}' fits several formats ({names}); pass format= one of them")
+    raise CheckpointError(f"'{source}' fits several formats ({names}); pass ckpt_format= one of them (--ckpt_format on the command line)")

@@ -1,6 +1,6 @@
 """Backbones from any supported checkpoint, loaded strictly.
 
-``load_backbone(source, arch=None, format="auto", branch=None, small_stem_padding=None)``
+``load_backbone(source, arch=None, ckpt_format="auto", branch=None, small_stem_padding=None)``
 returns an ``nn.Module`` with the ``build_backbone`` contract (normalised images -> pooled
 features, ``.dim``, ``.name``). Classifier and SSL-head keys are dropped and reported; any
 other missing or unexpected key, or a tensor of the wrong shape, is an error that names it.
@@ -13,17 +13,19 @@ from __future__ import annotations
 import difflib
 import hashlib
 import importlib
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import timm
-import torch
 import torchvision
 from torch import nn
 
+from sslkit.legacy import FOLDED as LEGACY_BACKBONE_KEYS
+from sslkit.legacy import accepts_old_names
 from sslkit.nn.backbones import TORCHVISION_PREFIX, Backbone, build_backbone
 
-from .formats import BRANCH_WORDS, FORMATS_BY_NAME, CheckpointError, Format, StateDict, detect_format
+from .formats import BRANCH_WORDS, FORMATS_BY_NAME, CheckpointError, Format, StateDict, detect_format, sslkit_backbone
 from .reading import read_checkpoint
 
 HEAD_PREFIXES = ("fc.", "head.", "heads.", "classifier.", "projection_head.", "prototypes.", "predictor.",
@@ -104,14 +106,15 @@ def load_state_strict(backbone: Backbone, state: StateDict, source: str) -> list
     return dropped
 
 
-def _format(checkpoint: dict, source: str, format: str) -> Format:
-    if format == "auto":
+def _format(checkpoint: dict, source: str, ckpt_format: str) -> Format:
+    if ckpt_format == "auto":
         return detect_format(checkpoint, source)
-    if format not in FORMATS_BY_NAME:
-        raise ValueError(f"unknown checkpoint format '{format}'; choose auto or one of {', '.join(FORMATS_BY_NAME)}")
-    spec = FORMATS_BY_NAME[format]
+    if ckpt_format not in FORMATS_BY_NAME:
+        raise ValueError(f"unknown checkpoint format '{ckpt_format}' (ckpt_format); choose auto or one of "
+                         f"{', '.join(FORMATS_BY_NAME)}")
+    spec = FORMATS_BY_NAME[ckpt_format]
     if not spec.detect(checkpoint):
-        raise CheckpointError(f"'{source}' does not have the key layout of format '{format}': {spec.description}")
+        raise CheckpointError(f"'{source}' does not have the key layout of format '{ckpt_format}': {spec.description}")
     return spec
 
 
@@ -150,10 +153,10 @@ def _stem(spec: Format, checkpoint: dict, state: StateDict, source: str, request
     return padding
 
 
-def resolve(checkpoint: dict, source: str, arch: str | None = None, format: str = "auto",
+def resolve(checkpoint: dict, source: str, arch: str | None = None, ckpt_format: str = "auto",
             branch: str | None = None, small_stem_padding: int | None = None) -> tuple[StateDict, LoadReport]:
     """The backbone state of ``checkpoint`` and the report of how it was read."""
-    spec = _format(checkpoint, source, format)
+    spec = _format(checkpoint, source, ckpt_format)
     chosen, word, words = _branch(spec, checkpoint, source, branch)
     state = spec.branches(checkpoint)[chosen].extract(checkpoint)
     if not state:
@@ -187,29 +190,30 @@ def _hub_or_missing(source: str, small_images: bool) -> Backbone:
     return build_backbone(source, small_images=small_images, pretrained=True)
 
 
+@accepts_old_names(format="ckpt_format")
 def load_backbone_report(
-    source: str | Path, arch: str | None = None, format: str = "auto", branch: str | None = None,
+    source: str | Path, arch: str | None = None, ckpt_format: str = "auto", branch: str | None = None,
     small_stem_padding: int | None = None,
 ) -> tuple[Backbone, LoadReport]:
     """``load_backbone`` that also returns the ``LoadReport``."""
     source = str(source)
     if not Path(source).exists():
-        if format not in ("auto", "hub"):
+        if ckpt_format not in ("auto", "hub"):
             raise FileNotFoundError(f"checkpoint '{source}' does not exist")
         backbone = _hub_or_missing(source, small_stem_padding is not None)
         return backbone.eval(), LoadReport(source, "hub", source)
     checkpoint = read_checkpoint(source)
-    state, report = resolve(checkpoint, source, arch, format, branch, small_stem_padding)
-    hparams = checkpoint.get("hyper_parameters") or {}
-    kwargs = (hparams.get("backbone_kwargs") or {}) if report.format == "sslkit" else {}
+    state, report = resolve(checkpoint, source, arch, ckpt_format, branch, small_stem_padding)
+    kwargs = (sslkit_backbone(checkpoint).get("kwargs") or {}) if report.format == "sslkit" else {}
     backbone = build_backbone(report.arch, small_images=report.small_stem_padding is not None,
                               small_stem_padding=report.small_stem_padding or 1, **kwargs)
     report.dropped = load_state_strict(backbone, state, source)
     return backbone.eval(), report
 
 
+@accepts_old_names(format="ckpt_format")
 def load_backbone(
-    source: str | Path, arch: str | None = None, format: str = "auto", branch: str | None = None,
+    source: str | Path, arch: str | None = None, ckpt_format: str = "auto", branch: str | None = None,
     small_stem_padding: int | None = None,
 ) -> Backbone:
     """A pretrained backbone from ``source``: a checkpoint file in any supported format
@@ -222,15 +226,16 @@ def load_backbone(
     model/ema, online/target); each format has a default, reported. ``small_stem_padding``:
     the padding of a 3x3 small-image stem where the file does not record it.
     """
-    return load_backbone_report(source, arch, format, branch, small_stem_padding)[0]
+    return load_backbone_report(source, arch, ckpt_format, branch, small_stem_padding)[0]
 
 
-def load_backbone_weights(backbone: Backbone, source: str | Path, format: str = "auto",
+@accepts_old_names(format="ckpt_format")
+def load_backbone_weights(backbone: Backbone, source: str | Path, ckpt_format: str = "auto",
                           branch: str | None = None) -> LoadReport:
     """Initialise an existing ``backbone`` (of the right architecture and stem) from ``source``."""
     source = str(source)
     checkpoint = read_checkpoint(source)
-    state, report = resolve(checkpoint, source, backbone.name, format, branch, backbone.small_stem_padding)
+    state, report = resolve(checkpoint, source, backbone.name, ckpt_format, branch, backbone.small_stem_padding)
     if report.small_stem_padding != backbone.small_stem_padding:
         raise CheckpointError(f"'{source}' has a {'standard' if report.small_stem_padding is None else 'small-image'} "
                               f"stem but the model was built with "
@@ -248,9 +253,13 @@ def load_projector(source: str | Path) -> nn.Module | None:
         return None
     module_name, _, class_name = class_path.rpartition(".")
     cls = getattr(importlib.import_module(module_name), class_name)
-    hparams = checkpoint.get("hyper_parameters") or {}
-    kwargs = {k: v for k, v in hparams.items() if k not in ("augment", "backbone_weights") and not k.startswith("_")}
-    model = cls(**kwargs)
+    kwargs = {k: v for k, v in (checkpoint.get("hyper_parameters") or {}).items()
+              if k not in ("augment", "backbone_weights") and not k.startswith("_")}
+    kwargs["backbone"] = {**sslkit_backbone(checkpoint), "ckpt_path": None}  # its weights come from the file itself
+    kwargs = {k: v for k, v in kwargs.items() if k not in LEGACY_BACKBONE_KEYS}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # a 0.2 checkpoint's names: nothing for the user to change
+        model = cls(**kwargs)
     try:
         model.load_state_dict(checkpoint["state_dict"], strict=True)
     except RuntimeError as err:

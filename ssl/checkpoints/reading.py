@@ -20,13 +20,21 @@ ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def safe_types() -> list[type]:
-    """The non-tensor types a checkpoint may hold: ``argparse.Namespace`` and every sslkit
-    configuration dataclass that ends up in ``hyper_parameters``."""
+    """The one registry of non-tensor types a checkpoint may hold: ``argparse.Namespace`` and
+    every sslkit configuration dataclass that can end up in ``hyper_parameters``."""
+    from sslkit.eval.knn import KNNConfig
     from sslkit.methods.optim import OptimConfig
     from sslkit.methods.speed import SpeedConfig
+    from sslkit.nn.backbones import BackboneConfig
     from sslkit.nn.hardness import MoCHi
 
-    return [argparse.Namespace, OptimConfig, SpeedConfig, MoCHi]
+    return [argparse.Namespace, BackboneConfig, KNNConfig, OptimConfig, SpeedConfig, MoCHi]
+
+
+def allow_safe_types() -> None:
+    """Let ``torch.load(weights_only=True)`` (Lightning's resume and ``load_from_checkpoint``
+    included) read the registry's types, and nothing else."""
+    torch.serialization.add_safe_globals(safe_types())
 
 
 def read_checkpoint(path: str | Path) -> dict:
@@ -49,9 +57,8 @@ def read_checkpoint(path: str | Path) -> dict:
     if _looks_like_text(head):
         raise CheckpointError(f"'{path}' is a text file ({head[:40].decode('utf-8', 'replace')!r}...), not a "
                               f"PyTorch checkpoint; pass the .pth/.ckpt/.tar file the weights were saved to")
-    allowed = safe_types()  # imported first: their modules register themselves for Lightning's loads too,
-    try:                    # which a registration inside the context below would undo on leaving it
-        with torch.serialization.safe_globals(allowed):
+    try:
+        with torch.serialization.safe_globals(safe_types()):
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - torch raises many types for a bad file
         raise CheckpointError(_unreadable(path, err)) from err

@@ -19,7 +19,8 @@ from torch.utils.data import Subset
 
 from sslkit.checkpoints import load_projector
 from sslkit.eval.features import extract_features
-from sslkit.eval.spectrum import eigenspectrum, plot_spectrum
+from sslkit.eval.plots import plot_spectrum
+from sslkit.eval.spectrum import eigenspectrum
 
 from .common import add_source_arguments, checkpoint_backbone, eval_view_of, prepared_data, renamed, resolve_device
 

@@ -18,6 +18,7 @@ from torch.utils.data import Subset
 
 from .features import extract_features
 from .knn import knn_predict
+from .plots import plot_geometry
 from .spectrum import eigenspectrum
 
 
@@ -86,29 +87,3 @@ class GeometryMonitor(pl.Callback):
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.history = list(state_dict.get("history", []))
-
-
-def plot_geometry(history: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [h["epoch"] for h in history]
-    fig, axes = plt.subplots(1, 3, figsize=(10, 3))
-    axes[0].plot(epochs, [h["val/alpha"] for h in history], "o-")
-    axes[0].axhline(1.0, color="0.7", ls="--", lw=1)
-    axes[0].set_title("alpha (power-law exponent)", fontsize=9)
-    axes[1].plot(epochs, [h["val/effective_rank"] for h in history], "o-", color="C1")
-    axes[1].set_title("effective rank (RankMe)", fontsize=9)
-    axes[2].plot(epochs, [100 * h["val/knn_top1_subset"] for h in history], "o-", color="C2", label="subset kNN")
-    full = [(h["epoch"], 100 * h["val/knn_top1"]) for h in history if h.get("val/knn_top1") is not None]
-    if full:
-        axes[2].plot(*zip(*full), "s--", color="C3", label="val/knn_top1")
-    axes[2].set_title("kNN top-1 (%)", fontsize=9)
-    axes[2].legend(fontsize=7)
-    for ax in axes:
-        ax.set_xlabel("epoch")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)

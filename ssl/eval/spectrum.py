@@ -125,31 +125,3 @@ def eigenspectrum(
     alpha, r2, intercept = power_law_fit(eigenvalues, fit_range, weighting)
     return SpectrumReport(eigenvalues, alpha, fit_range, r2, effective_rank, participation, n, d, rank_limit,
                           weighting, intercept)
-
-
-def plot_spectrum(reports: dict[str, SpectrumReport], path: str, title: str = "") -> None:
-    """Log-log plot of each spectrum with its fitted power law over the fit range."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 4))
-    for i, (name, report) in enumerate(reports.items()):
-        values = report.eigenvalues[: report.rank_limit]
-        ranks = torch.arange(1, len(values) + 1)
-        positive = values > 0
-        ax.loglog(ranks[positive], values[positive], color=f"C{i}", lw=1.2,
-                  label=f"{name}: alpha {report.alpha:.2f}, eff. rank {report.effective_rank:.0f}")
-        n_min, n_max = report.fit_range
-        fit_n = torch.arange(n_min, n_max + 1, dtype=torch.float64)
-        ax.loglog(fit_n, torch.exp(report.log_intercept - report.alpha * fit_n.log()), color=f"C{i}", ls="--", lw=1)
-    ax.set_xlabel("rank n")
-    ax.set_ylabel("covariance eigenvalue")
-    ax.set_title(title or "eigenspectrum (dashed: power-law fit)", fontsize=9)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-

@@ -1,4 +1,9 @@
-"""Self-supervised methods as LightningModules; ``SSLMethod`` is what every one of them is."""
+"""Self-supervised methods as LightningModules; ``SSLMethod`` is the template every one of
+them is built on."""
+from sslkit.checkpoints.reading import allow_safe_types
+from sslkit.eval.knn import KNNConfig
+from sslkit.nn.backbones import BackboneConfig
+
 from .byol import BYOL
 from .lars import LARS
 from .method import SSLMethod
@@ -7,4 +12,6 @@ from .optim import OptimConfig
 from .speed import SpeedConfig
 from .swav import SwAV
 
-__all__ = ["BYOL", "LARS", "MoCoV2", "OptimConfig", "SSLMethod", "SpeedConfig", "SwAV"]
+allow_safe_types()  # Lightning's own loads (resume, load_from_checkpoint) read sslkit's configs too
+
+__all__ = ["BYOL", "BackboneConfig", "KNNConfig", "LARS", "MoCoV2", "OptimConfig", "SSLMethod", "SpeedConfig", "SwAV"]

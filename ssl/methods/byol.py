@@ -10,12 +10,13 @@ import torch
 from torch import nn
 
 from sslkit.augmentations import BYOLViews, MultiView
-from sslkit.eval.knn import KNNAccuracy
+from sslkit.eval.knn import KNNConfig
+from sslkit.nn.backbones import BackboneConfig
 from sslkit.nn.heads import mlp_head
 from sslkit.nn.losses import byol_loss
+from sslkit.nn.momentum import cosine_momentum, momentum_copy
 
-from .method import SSLMethod, config, embedding_spread, make_backbone, refuse_swap_negative, renamed_arguments
-from .momentum import cosine_momentum, momentum_copy
+from .method import SSLMethod, embedding_spread
 from .optim import OptimConfig
 from .speed import SpeedConfig
 
@@ -24,9 +25,7 @@ class BYOL(SSLMethod):
     """BYOL.
 
     Args:
-        backbone, small_images, small_stem_padding, backbone_kwargs: see ``build_backbone``.
-        backbone_weights, backbone_weights_format, backbone_weights_branch: initialise the
-            backbone from a checkpoint (see ``MoCoV2``).
+        backbone: the online network's backbone (``BackboneConfig``).
         proj_hidden_dim, proj_output_dim: projector ``Linear-BN-ReLU-Linear`` (4096 -> 256).
         pred_hidden_dim: predictor hidden width (4096; output = ``proj_output_dim``).
         momentum, momentum_end: the target's EMA rate tau follows
@@ -36,20 +35,14 @@ class BYOL(SSLMethod):
         optim: default BYOL's ImageNet recipe (``byol/utils/optimizers.py``, ``schedules.py``):
             LARS (trust 1e-3 on ``||g + wd w||``), lr 0.2 x B/256, wd 1.5e-6, biases and norms
             excluded, 10 warm-up epochs from 0, cosine to 0.
-        speed: channels_last and torch.compile (``SpeedConfig``).
-        knn_k, knn_temperature: the kNN monitor on the val split.
+        speed, knn: see ``SSLMethod``.
     """
 
-    @renamed_arguments(tau_base="momentum", tau_final="momentum_end")
+    legacy_names = {"tau_base": "momentum", "tau_final": "momentum_end"}
+
     def __init__(
         self,
-        backbone: str = "torchvision.resnet50",
-        small_images: bool = False,
-        small_stem_padding: int = 1,
-        backbone_kwargs: dict | None = None,
-        backbone_weights: str | None = None,
-        backbone_weights_format: str = "auto",
-        backbone_weights_branch: str | None = None,
+        backbone: BackboneConfig | str = "torchvision.resnet50",
         proj_hidden_dim: int = 4096,
         proj_output_dim: int = 256,
         pred_hidden_dim: int = 4096,
@@ -58,26 +51,17 @@ class BYOL(SSLMethod):
         augment: MultiView | None = None,
         optim: OptimConfig | None = None,
         speed: SpeedConfig | None = None,
-        knn_k: int = 200,
-        knn_temperature: float = 0.07,
+        knn: KNNConfig | None = None,
     ) -> None:
-        super().__init__()
-        self.save_hyperparameters(ignore=["augment"])
-        self.backbone = make_backbone(backbone, small_images, small_stem_padding, backbone_kwargs, backbone_weights,
-                                      backbone_weights_format, backbone_weights_branch)
+        super().__init__(backbone, augment or BYOLViews(), optim or OptimConfig(
+            name="lars", lr=0.2, weight_decay=1.5e-6, exclude_bias_and_norm=True, warmup_epochs=10,
+            warmup_ends_at_peak=False,
+        ), speed, knn)
         self.projector = mlp_head(self.backbone.dim, proj_hidden_dim, proj_output_dim, batch_norm=True)
         self.predictor = mlp_head(proj_output_dim, pred_hidden_dim, proj_output_dim, batch_norm=True)
         self.momentum_backbone = momentum_copy(self.backbone)
         self.momentum_projector = momentum_copy(self.projector)
-        self.augment = augment if augment is not None else BYOLViews()
-        refuse_swap_negative(self)
-        self.optim = config(optim, OptimConfig, OptimConfig(
-            name="lars", lr=0.2, weight_decay=1.5e-6, exclude_bias_and_norm=True, warmup_epochs=10,
-            warmup_ends_at_peak=False,
-        ))
-        self.speed = config(speed, SpeedConfig, SpeedConfig())
         self.momentum, self.momentum_end = momentum, momentum_end
-        self.knn = KNNAccuracy(knn_k, knn_temperature)
 
     def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
         return [(self.backbone, self.momentum_backbone), (self.projector, self.momentum_projector)]

@@ -1,13 +1,14 @@
 """What every sslkit method is, and the Lightning hooks that run it.
 
-A method is a ``LightningModule`` that builds, in its constructor:
+``SSLMethod.__init__`` takes what every method shares and does the shared work:
 
-    backbone    ``Backbone``: images -> features. What is evaluated and exported.
-    projector   ``nn.Module``: backbone features -> the embedding the loss sees.
-    augment     ``MultiView``: a uint8 batch -> the views.
-    knn         ``KNNAccuracy``: the ``val/knn_top1`` monitor.
-    optim       ``OptimConfig``; speed: ``SpeedConfig``.
+    backbone    ``BackboneConfig`` (or a model name): built, and initialised from a checkpoint
+                when it names one. What is evaluated and exported.
+    augment     ``MultiView``: a uint8 batch -> the views; checked against BG_Swaps.
+    optim       ``OptimConfig``; speed: ``SpeedConfig``; knn: ``KNNConfig`` (``val/knn_top1``).
 
+and saves every constructor argument of the method as hyper-parameters. A method (a
+subclass) then builds its heads (``projector`` at least), its momentum copies and its loss,
 and provides:
 
     step(views, labels) -> (loss, stats)   the loss of one batch of views (labels serve
@@ -15,30 +16,37 @@ and provides:
                                            ``FloatingPointError``.
     momentum_pairs() -> [(online, copy)]   networks that follow others by EMA (default: none)
     momentum_at(step) -> float             their rate after optimiser step ``step``
-    check_data(datamodule, world_size)     refuse data the method cannot use, early
+    check_data(data, world_size)           refuse data the method cannot use, early
     prepare()                              module surgery before the speed settings
                                            (BatchNorm conversion, queue sizes)
     uses_negatives (class attribute)       whether BG_Swaps' hard negative can join its loss
 
 The hooks below run that contract, in the order Lightning calls them:
 
-    setup                    check_data (unless the CLI did), prepare, then speed
-                             (channels_last, compile)
-    configure_optimizers     ``optim`` over every trainable parameter, warm-up + cosine
-    on_after_batch_transfer  JPEGs decoded (data module), reseed, views or evaluation image
+    setup                    check_data, prepare, speed (channels_last, compile); the main
+                             process's threads shared with the data workers on a CPU
+    configure_optimizers     ``plan_schedule`` (the one place where steps are counted:
+                             ``schedule.total_steps``, ``schedule.steps_per_epoch``), then
+                             ``optim`` over every trainable parameter, warm-up + cosine
+    transfer_batch_to_device everything but JPEG bytes, which the data module decodes
+    on_after_batch_transfer  JPEGs decoded, reseed, views or evaluation image
     training_step            step(); a non-finite loss or FloatingPointError goes to the
                              ``fault_handler`` (``NumericalGuard``) or stops the run
     optimizer_step           after the update, every momentum pair moves
     on_train_epoch_end       data issues (missing masks, unreadable images) logged
     validation/test          weighted kNN on backbone features
     on_save_checkpoint       class path recorded, hyper-parameters stored as plain data
+    teardown                 the process's thread count restored
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
+import math
 import warnings
 from collections.abc import Callable
+from typing import ClassVar
 
 import pytorch_lightning as pl
 import torch
@@ -46,62 +54,34 @@ import torch.nn.functional as F
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import nn
 
+from sslkit.augmentations import MultiView
 from sslkit.data.base import seed_from_environment, share_cores, to_device
+from sslkit.data.contract import data_contract
+from sslkit.eval.knn import KNNAccuracy, KNNConfig
+from sslkit.lightning_adapter import batches_started, training_batches
 from sslkit.nn import distributed
-from sslkit.nn.backbones import build_backbone
+from sslkit.nn.backbones import BackboneConfig
+from sslkit.nn.momentum import momentum_update
 
-from .momentum import momentum_update
-from .optim import configure_optimization
-from .speed import apply_speed, to_memory_format
-
+from sslkit.legacy import fold
+from .optim import OptimConfig, configure_optimization
+from .speed import SpeedConfig, apply_speed, to_memory_format
 
 # Views are made in the method's on_after_batch_transfer by design, with any data module.
 warnings.filterwarnings("ignore", message="You have overridden `on_after_batch_transfer` in `LightningModule` but")
 warnings.filterwarnings("ignore", message="You have overridden `transfer_batch_to_device` in `LightningModule` but")
 
 
-def make_backbone(name: str, small_images: bool, small_stem_padding: int, kwargs: dict | None, weights: str | None,
-                  weights_format: str = "auto", weights_branch: str | None = None):
-    """The method's backbone (``build_backbone``), initialised from ``weights`` when given."""
-    from sslkit.checkpoints import load_backbone_weights
-
-    backbone = build_backbone(name, small_images=small_images, small_stem_padding=small_stem_padding, **(kwargs or {}))
-    if weights:
-        load_backbone_weights(backbone, weights, weights_format, weights_branch)
-    return backbone
-
-
-def renamed_arguments(**renames: str):
-    """Constructor arguments renamed in 0.2 keep working for one release (Python calls; the
-    CLI renames config keys with ``RENAMED_ARGUMENTS``), with a warning naming the new one."""
-    def decorate(init):
-        @functools.wraps(init)
-        def wrapper(self, *args, **kwargs):
-            for old, new in renames.items():
-                if old in kwargs:
-                    warnings.warn(f"{type(self).__name__}({old}=...) is now {new}= (the old name goes in the next "
-                                  f"release)", FutureWarning, stacklevel=2)
-                    kwargs[new] = kwargs.pop(old)
-            init(self, *args, **kwargs)
-        wrapper.renamed = dict(renames)
-        return wrapper
-    return decorate
-
-
-def refuse_swap_negative(method: "SSLMethod") -> None:
-    """A method without negatives takes BG_Swaps' positive part only."""
-    swap = getattr(method.augment, "background_swap", None)
-    if swap is not None and swap.hard_negative and not method.uses_negatives:
-        raise ValueError(f"{type(method).__name__} has no negatives to append the BG_Swaps hard negative to: set "
-                         f"model.init_args.augment.init_args.background_swap.init_args.hard_negative: false")
-
-
-def config(value, cls, default):
-    """A configuration argument: an instance of ``cls``, its fields as a dict (how
-    checkpoints store it), or ``None`` for ``default``."""
-    if value is None:
-        return default
-    return cls(**value) if isinstance(value, dict) else value
+def as_config(value, cls: type):
+    """A configuration argument as an instance of ``cls``: given as one, as its fields in a
+    dict (how checkpoints store it), or, for a backbone, as a model name."""
+    if isinstance(value, cls):
+        return value
+    if isinstance(value, str) and cls is BackboneConfig:
+        return BackboneConfig(name=value)
+    if isinstance(value, dict):
+        return cls(**value)
+    raise TypeError(f"expected a {cls.__name__} or a dict of its fields, got {type(value).__name__}")
 
 
 def embedding_spread(embeddings: torch.Tensor) -> torch.Tensor:
@@ -109,6 +89,14 @@ def embedding_spread(embeddings: torch.Tensor) -> torch.Tensor:
     about 1 for embeddings spread over the sphere, near 0 when they collapse to a point."""
     z = F.normalize(embeddings.detach().float(), dim=1)
     return z.std(0).mean() * z.shape[1] ** 0.5
+
+
+@dataclasses.dataclass
+class Schedule:
+    """How many optimiser steps the run makes in all and per epoch."""
+
+    total_steps: int
+    steps_per_epoch: int
 
 
 class DataIssues:
@@ -141,19 +129,81 @@ class DataIssues:
         self.missing_masks, self.skipped = 0, []
 
 
+def _recording_arguments(init: Callable) -> Callable:
+    """A method's ``__init__`` that accepts 0.2's argument names (``legacy.fold``) and records
+    the arguments of the outermost constructor, which ``SSLMethod`` saves as hyper-parameters."""
+    signature = inspect.signature(init)
+
+    @functools.wraps(init)
+    def wrapper(self, *args, **kwargs):
+        kwargs = fold(kwargs, type(self).legacy_names)
+        if "_init_arguments" not in self.__dict__:
+            bound = signature.bind(self, *args, **kwargs)
+            bound.apply_defaults()
+            object.__setattr__(self, "_init_arguments", {k: v for k, v in bound.arguments.items() if k != "self"})
+        init(self, *args, **kwargs)
+
+    return wrapper
+
+
 class SSLMethod(pl.LightningModule):
-    """The contract of the module docstring. Subclasses call ``super().__init__()`` first."""
+    """The template of the module docstring. A subclass calls ``super().__init__`` with the
+    shared arguments first, then builds its heads. ``legacy_names``: its own arguments
+    renamed since 0.2 (old -> new), accepted with a note."""
 
-    uses_negatives = False
+    uses_negatives: ClassVar[bool] = False
+    legacy_names: ClassVar[dict[str, str]] = {}
 
-    def __init__(self) -> None:
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if "__init__" in cls.__dict__:
+            cls.__init__ = _recording_arguments(cls.__dict__["__init__"])
+
+    def __init__(
+        self,
+        backbone: BackboneConfig | str,
+        augment: MultiView,
+        optim: OptimConfig,
+        speed: SpeedConfig | None = None,
+        knn: KNNConfig | None = None,
+    ) -> None:
         super().__init__()
+        backbone = as_config(backbone, BackboneConfig)
+        arguments = dict(self.__dict__.get("_init_arguments", {}), backbone=backbone)
+        self.save_hyperparameters({"_class_path": f"{type(self).__module__}.{type(self).__qualname__}",
+                                   **{k: v for k, v in arguments.items() if k != "augment"}})
+        self.backbone = backbone.build()
+        self.augment = augment
+        self.optim = as_config(optim, OptimConfig)
+        self.speed = as_config(speed or SpeedConfig(), SpeedConfig)
+        knn = as_config(knn or KNNConfig(), KNNConfig)
+        self.knn = KNNAccuracy(knn.k, knn.temperature)
         self.fault_handler: Callable[[str], None] | None = None
         self.data_issues = DataIssues()
-        self.total_steps = 0
+        self.schedule = Schedule(0, 0)
         self._prepared = False
-        self._checked_data: int | None = None
         self._threads_before: int | None = None
+        self.refuse_swap_negative()
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path, *args, **kwargs):
+        """Lightning's ``load_from_checkpoint`` for a checkpoint of any sslkit version: the
+        file is read safely (``read_checkpoint``) and hyper-parameters saved by 0.2 are renamed
+        and folded (``sslkit.legacy``) before the method is built from them."""
+        import io
+
+        from sslkit.checkpoints.reading import read_checkpoint
+
+        checkpoint = read_checkpoint(checkpoint_path)
+        hparams = {k: v for k, v in (checkpoint.get("hyper_parameters") or {}).items()
+                   if k not in ("_instantiator", "_class_path")}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # a file's old names: nothing for the user to change
+            checkpoint["hyper_parameters"] = fold(hparams, cls.legacy_names)
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        buffer.seek(0)
+        return super().load_from_checkpoint(buffer, *args, **kwargs)
 
     # ------------------------------------------------------------------ the contract
     def step(self, views: list[dict], labels: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
@@ -165,17 +215,21 @@ class SSLMethod(pl.LightningModule):
     def momentum_at(self, step: int) -> float:
         raise NotImplementedError(f"{type(self).__name__} has momentum pairs but no momentum_at")
 
+    def refuse_swap_negative(self) -> None:
+        """A method without negatives takes BG_Swaps' positive part only."""
+        swap = self.augment.background_swap
+        if swap is not None and swap.hard_negative and not self.uses_negatives:
+            raise ValueError(f"{type(self).__name__} has no negatives to append the BG_Swaps hard negative to: set "
+                             f"model.init_args.augment.init_args.background_swap.init_args.hard_negative: false")
+
     def check_data(self, datamodule, world_size: int = 1) -> None:
         """The recipe fits the data: crops no larger than a fixed-size canvas, the data's
         normalisation statistics wherever the recipe names none. ``sslkit fit`` calls it
-        before the run folder is made, ``setup`` when no one has."""
-        self._checked_data = id(datamodule)
-        canvas = getattr(datamodule, "image_size", None)
-        if canvas is not None and not getattr(datamodule, "whole_images", False):
-            self.augment.check_canvas(canvas)
-        mean, std = getattr(datamodule, "mean", None), getattr(datamodule, "std", None)
-        if mean is not None and std is not None:
-            self.augment.use_statistics(mean, std)
+        before the run folder is made, ``setup`` again (it is idempotent)."""
+        data = data_contract(datamodule)
+        if not data.whole_images:
+            self.augment.check_canvas(data.image_size)
+        self.augment.use_statistics(data.mean, data.std)
 
     def prepare(self) -> None:
         """Module surgery that needs the trainer (devices, ranks), before the speed settings."""
@@ -185,18 +239,34 @@ class SSLMethod(pl.LightningModule):
         copies = [copy for online, copy in self.momentum_pairs() if online is self.backbone]
         return [self.backbone, *copies]
 
+    def plan_schedule(self) -> Schedule:
+        """The run's optimiser steps, in all and per epoch (the train loader's length after
+        ``limit_train_batches``, over gradient accumulation); every schedule in steps (learning
+        rate, momentum, SwAV's prototype freeze) is derived from it."""
+        trainer = self.trainer
+        batches = training_batches(trainer)
+        total = int(trainer.estimated_stepping_batches)
+        if batches == float("inf"):
+            raise ValueError("schedules in epochs need a train loader of known length")
+        per_epoch = max(1, math.ceil(batches / trainer.accumulate_grad_batches))
+        return Schedule(total, per_epoch)
+
+    @property
+    def total_steps(self) -> int:
+        return self.schedule.total_steps
+
     # ------------------------------------------------------------------ hooks
     def setup(self, stage: str) -> None:
         trainer = self.trainer
-        if trainer is not None and trainer.datamodule is not None and self._checked_data != id(trainer.datamodule):
+        if trainer.datamodule is not None:
             self.check_data(trainer.datamodule, trainer.world_size)
         if not self._prepared:
             self.prepare()
             apply_speed(self, self.speed)
             self._prepared = True
-        if trainer is not None and trainer.datamodule is not None and self._threads_before is None:
-            self._threads_before = share_cores(getattr(trainer.datamodule, "num_workers", 0),
-                                               trainer.strategy.root_device, trainer.num_devices)
+        if trainer.datamodule is not None and self._threads_before is None:
+            self._threads_before = share_cores(trainer.datamodule.num_workers, trainer.strategy.root_device,
+                                               trainer.num_devices)
 
     def teardown(self, stage: str) -> None:
         """The process's thread count back to what it was before ``setup`` shared the cores."""
@@ -205,8 +275,8 @@ class SSLMethod(pl.LightningModule):
             self._threads_before = None
 
     def configure_optimizers(self):
-        self.total_steps = int(self.trainer.estimated_stepping_batches)
-        return configure_optimization(self, self, self.optim)
+        self.schedule = self.plan_schedule()
+        return configure_optimization(self, self.optim)
 
     def transfer_batch_to_device(self, batch: dict, device: torch.device, dataloader_idx: int) -> dict:
         """Everything to ``device`` but the JPEG bytes the data module decodes there (they stay
@@ -214,9 +284,8 @@ class SSLMethod(pl.LightningModule):
         return to_device(batch, device)
 
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
-        data = self.trainer.datamodule if self.trainer is not None else None
-        if hasattr(data, "decode"):  # JPEGs the workers left encoded, decoded on this device
-            batch = data.decode(batch, self.device)
+        if self.trainer is not None and self.trainer.datamodule is not None:
+            batch = data_contract(self.trainer.datamodule).decode(batch, self.device)
         if "image" not in batch:  # every image of this batch was unreadable (bad_images: skip)
             return batch
         with torch.no_grad():
@@ -234,7 +303,7 @@ class SSLMethod(pl.LightningModule):
         rank): every micro-batch of an accumulated step draws its own crops and colours, and
         an interrupted run resumes with the randomness it would have had."""
         trainer = self.trainer
-        micro = trainer.fit_loop.epoch_loop.batch_progress.current.ready % max(1, trainer.accumulate_grad_batches)
+        micro = batches_started(trainer) % max(1, trainer.accumulate_grad_batches)
         key = ((seed_from_environment() * 1_000_003 + self.global_step) * 1_009 + micro) * 1_013 + distributed.rank()
         torch.manual_seed(key % (2 ** 63))
 

@@ -13,18 +13,19 @@ from pytorch_lightning.utilities import rank_zero_warn
 from torch import nn
 
 from sslkit.augmentations import MoCoV2Views, MultiView
-from sslkit.eval.knn import KNNAccuracy
+from sslkit.eval.knn import KNNConfig
+from sslkit.eval.plots import SimilarityHistogram
 from sslkit.nn import distributed
-from sslkit.nn.hardness import HardNegatives, HardnessBand, MoCHi, hardness_statistics
+from sslkit.nn.backbones import BackboneConfig
+from sslkit.nn.hardness import HardNegatives, HardnessBand, MoCHi, NegativeSimilarity, hardness_statistics
 from sslkit.nn.heads import mlp_head
-from sslkit.nn.losses import info_nce
+from sslkit.nn.losses import info_nce_logits
+from sslkit.nn.momentum import cosine_momentum, momentum_copy
 from sslkit.nn.queue import NegativeQueue
 from sslkit.nn.splitbn import convert_split_batchnorm
 from sslkit.nn.syncbn import convert_global_batchnorm
 
-from .hardness_plot import SimilarityHistogram
-from .method import SSLMethod, config, embedding_spread, make_backbone, renamed_arguments
-from .momentum import cosine_momentum, momentum_copy
+from .method import SSLMethod, as_config, embedding_spread
 from .optim import OptimConfig
 from .speed import SpeedConfig
 
@@ -35,12 +36,8 @@ class MoCoV2(SSLMethod):
     """MoCo v2.
 
     Args:
-        backbone, small_images, small_stem_padding, backbone_kwargs: see ``build_backbone``
-            (the small stem's padding is 1 in MoCo's CIFAR demo, 2 in solo-learn).
-        backbone_weights: initialise the backbone (and so its momentum copy) from a checkpoint
-            in any format ``sslkit.checkpoints.load_backbone`` reads, strictly;
-            ``backbone_weights_format`` names the layout (default: detected) and
-            ``backbone_weights_branch`` the network of a file that holds several.
+        backbone: the query encoder's network (``BackboneConfig``: name, small-image stem, ...;
+            the small stem's padding is 1 in MoCo's CIFAR demo, 2 in solo-learn).
         proj_hidden_dim: hidden width of the MLP projector; ``None`` = the backbone's feature size.
         proj_output_dim: embedding size (128 in the paper).
         queue_size: number of negative keys K (65536 on ImageNet).
@@ -57,13 +54,6 @@ class MoCoV2(SSLMethod):
             single-GPU CIFAR-10 demo) and shuffles keys within the device; ``sync`` normalises
             over the global batch (SyncBatchNorm on GPUs, ``GlobalBatchNorm`` elsewhere);
             ``plain`` does nothing.
-        augment: the view recipe; default ``MoCoV2Views()``. A ``BackgroundSwap`` hard negative
-            (the query's background, another image's object) is keyed by the key encoder and
-            joins the (view 1 -> view 2) term; it never enters the queue.
-        optim: default ``main_moco.py --cos``: SGD lr 0.03 x B/256, momentum 0.9, wd 1e-4 on
-            every parameter, cosine per epoch.
-        speed: channels_last and torch.compile (``SpeedConfig``).
-        knn_k, knn_temperature: the kNN monitor on the val split.
         hardness_band: ``[lo, hi]``: each query trains on the queue negatives whose hardness
             rank lies in that band (Cai et al. 2020; ``HardnessBand``); ``None`` = all.
         hardness_unit: ``fraction`` (of the queue) or ``count`` (of negatives).
@@ -71,20 +61,20 @@ class MoCoV2(SSLMethod):
         mochi: synthetic hard negatives (Kalantidis et al. 2020); ``None`` = off.
         hardness_log_every: every N steps, hardness statistics; each epoch, a similarity
             histogram PNG under ``<log_dir>/hardness/``. 0 = off.
+        augment: the view recipe; default ``MoCoV2Views()``. A ``BackgroundSwap`` hard negative
+            (the query's background, another image's object) is keyed by the key encoder and
+            joins the (view 1 -> view 2) term; it never enters the queue.
+        optim: default ``main_moco.py --cos``: SGD lr 0.03 x B/256, momentum 0.9, wd 1e-4 on
+            every parameter, cosine per epoch.
+        speed, knn: see ``SSLMethod``.
     """
 
     uses_negatives = True
+    legacy_names = {"hidden_dim": "proj_hidden_dim", "output_dim": "proj_output_dim"}
 
-    @renamed_arguments(hidden_dim="proj_hidden_dim", output_dim="proj_output_dim")
     def __init__(
         self,
-        backbone: str = "torchvision.resnet50",
-        small_images: bool = False,
-        small_stem_padding: int = 1,
-        backbone_kwargs: dict | None = None,
-        backbone_weights: str | None = None,
-        backbone_weights_format: str = "auto",
-        backbone_weights_branch: str | None = None,
+        backbone: BackboneConfig | str = "torchvision.resnet50",
         proj_hidden_dim: int | None = None,
         proj_output_dim: int = 128,
         queue_size: int = 65536,
@@ -95,25 +85,22 @@ class MoCoV2(SSLMethod):
         queue_per_view: bool = False,
         batchnorm: BatchNormMode = "shuffle",
         bn_splits: int = 8,
-        augment: MultiView | None = None,
-        optim: OptimConfig | None = None,
-        speed: SpeedConfig | None = None,
-        knn_k: int = 200,
-        knn_temperature: float = 0.07,
         hardness_band: tuple[float, float] | None = None,
         hardness_unit: Literal["fraction", "count"] = "fraction",
         negative_beta: float = 0.0,
         mochi: MoCHi | None = None,
         hardness_log_every: int = 50,
+        augment: MultiView | None = None,
+        optim: OptimConfig | None = None,
+        speed: SpeedConfig | None = None,
+        knn: KNNConfig | None = None,
     ) -> None:
-        super().__init__()
-        self.save_hyperparameters(ignore=["augment"])
+        super().__init__(backbone, augment or MoCoV2Views(),
+                         optim or OptimConfig(lr=0.03, weight_decay=1e-4, schedule_interval="epoch"), speed, knn)
         if batchnorm not in ("split", "shuffle", "sync", "plain"):
             raise ValueError(f"model.batchnorm must be one of split, shuffle, sync, plain; got '{batchnorm}'")
         if queue_per_view and not symmetric:
             raise ValueError("model.queue_per_view needs model.symmetric: true (one queue per key view)")
-        self.backbone = make_backbone(backbone, small_images, small_stem_padding, backbone_kwargs, backbone_weights,
-                                      backbone_weights_format, backbone_weights_branch)
         if batchnorm == "split":
             convert_split_batchnorm(self.backbone, bn_splits)
         self.projector = mlp_head(self.backbone.dim, proj_hidden_dim or self.backbone.dim, proj_output_dim)
@@ -121,14 +108,10 @@ class MoCoV2(SSLMethod):
         self.momentum_projector = momentum_copy(self.projector)
         self.queue = NegativeQueue(queue_size, proj_output_dim)
         self.queue_2 = NegativeQueue(queue_size, proj_output_dim) if queue_per_view else None
-        self.augment = augment if augment is not None else MoCoV2Views()
-        self.optim = config(optim, OptimConfig, OptimConfig(lr=0.03, weight_decay=1e-4, schedule_interval="epoch"))
-        self.speed = config(speed, SpeedConfig, SpeedConfig())
         self.temperature, self.momentum, self.momentum_end = temperature, momentum, momentum_end
         self.symmetric, self.batchnorm, self.bn_splits = symmetric, batchnorm, bn_splits
-        self.knn = KNNAccuracy(knn_k, knn_temperature)
         band = HardnessBand(*hardness_band, queue_size, hardness_unit) if hardness_band is not None else None
-        self.mochi = config(mochi, MoCHi, None)
+        self.mochi = as_config(mochi, MoCHi) if mochi is not None else None
         self.negatives = HardNegatives(band, negative_beta, self.mochi)
         self.hardness_log_every = hardness_log_every
         self.histogram = SimilarityHistogram()
@@ -149,42 +132,50 @@ class MoCoV2(SSLMethod):
         x1, x2 = views[0]["image"], views[1]["image"]
         negatives, queue_labels = self.queue.keys.clone(), self.queue.labels.clone()
         q1, k2 = self._queries(x1), self._keys(x2)
-        extra, stats = None, {}
-        if "hard_negative" in views[1]:
-            extra, stats = self._hard_negative(q1, k2, views[1])
-        loss = info_nce(q1, k2, negatives, self.temperature, self.negatives, extra)
-        seen = self.negatives.last
+        extra, swap_stats = self._hard_negative(q1, k2, views[1]) if "hard_negative" in views[1] else (None, {})
+        logits, targets, seen = info_nce_logits(q1, k2, negatives, self.temperature, self.negatives, extra)
+        loss = F.cross_entropy(logits, targets)
         if self.symmetric:
             q2, k1 = self._queries(x2), self._keys(x1)
             negatives_2 = self.queue_2.keys.clone() if self.queue_2 is not None else negatives
-            loss = 0.5 * (loss + info_nce(q2, k1, negatives_2, self.temperature, self.negatives))
+            logits_2, targets_2, _ = info_nce_logits(q2, k1, negatives_2, self.temperature, self.negatives)
+            loss = 0.5 * (loss + F.cross_entropy(logits_2, targets_2))
         if self.queue_2 is not None:
             self.queue.enqueue(k2, labels)
             self.queue_2.enqueue(k1, labels)
         else:
             keys = [k2, k1] if self.symmetric else [k2]
             self.queue.enqueue(torch.cat(keys), None if labels is None else labels.repeat(len(keys)))
-        with torch.no_grad():
-            positive = (q1 * k2).sum(1)
-            stats.update({
-                "train/instance_acc": (positive.unsqueeze(1) > seen.band_similarity).all(1).float().mean(),
-                "train/embedding_spread": embedding_spread(q1),
-                "train/positive_sim": positive.mean(),
-                "train/negative_sim": seen.similarity.mean(),
-                "train/momentum": torch.tensor(self.momentum_at(self.global_step)),
-                "queue/filled": self.queue.filled.float() / self.queue.size,
-                **self._hardness_statistics(seen, labels, queue_labels),
-            })
-        return loss, stats
+        return loss, {**swap_stats, **self.statistics(q1, k2, seen, labels, queue_labels)}
+
+    @torch.no_grad()
+    def statistics(self, query: torch.Tensor, positive: torch.Tensor, seen: NegativeSimilarity,
+                   labels: torch.Tensor | None, queue_labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """What the (view 1 -> view 2) term saw: instance accuracy (the positive beats every
+        negative of the band), similarities, spread, queue fill and, every
+        ``hardness_log_every`` steps once the queue is full, the hardness statistics."""
+        similarity = (query * positive).sum(1)
+        stats = {
+            "train/instance_acc": (similarity.unsqueeze(1) > seen.band_similarity).all(1).float().mean(),
+            "train/embedding_spread": embedding_spread(query),
+            "train/positive_sim": similarity.mean(),
+            "train/negative_sim": seen.similarity.mean(),
+            "train/momentum": torch.tensor(self.momentum_at(self.global_step)),
+            "queue/filled": self.queue.filled.float() / self.queue.size,
+        }
+        every = self.hardness_log_every
+        if every > 0 and self.global_step % every == 0 and int(self.queue.filled) == self.queue.size:
+            self.histogram.add(seen.similarity, seen.band_similarity)
+            stats.update(hardness_statistics(seen.similarity, seen.band_similarity, seen.band_index, labels,
+                                             queue_labels))
+        return stats
 
     def check_data(self, datamodule, world_size: int = 1) -> None:
         """Besides the recipe: a queue that holds one step's keys, splits that divide the batch."""
         super().check_data(datamodule, world_size)
-        batch = getattr(datamodule, "batch_size", None)
+        batch = datamodule.batch_size
         if self.mochi is not None and self.mochi.hardest > self.queue.size:
             raise ValueError(f"model.mochi.hardest={self.mochi.hardest} exceeds model.queue_size={self.queue.size}")
-        if batch is None:
-            return
         if self.batchnorm == "split" and batch % self.bn_splits:
             raise ValueError(f"model.batchnorm: split needs data.batch_size ({batch}) divisible by "
                              f"model.bn_splits ({self.bn_splits})")
@@ -196,12 +187,12 @@ class MoCoV2(SSLMethod):
     def prepare(self) -> None:
         """``batchnorm: sync`` under DDP: BatchNorm over the global batch in every encoder."""
         if self.batchnorm == "sync" and distributed.world_size() > 1:
-            on_gpu = self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
+            on_gpu = self.trainer.strategy.root_device.type == "cuda"
             for name in ("backbone", "projector", "momentum_backbone", "momentum_projector"):
                 module = getattr(self, name)
                 setattr(self, name, nn.SyncBatchNorm.convert_sync_batchnorm(module) if on_gpu
                         else convert_global_batchnorm(module))
-        if self.batchnorm == "shuffle" and self.trainer is not None and self.trainer.world_size == 1:
+        if self.batchnorm == "shuffle" and self.trainer.world_size == 1:
             rank_zero_warn("model.batchnorm: shuffle on a single process cannot stop the BatchNorm leak; "
                            "use batchnorm: split on one device")
 
@@ -247,14 +238,6 @@ class MoCoV2(SSLMethod):
                      "train/swap_negative_sim": (similarity * valid).sum() / count,
                      "train/swap_negative_beats_positive": (beats & valid).sum() / count}
         return extra, stats
-
-    def _hardness_statistics(self, seen, labels: torch.Tensor | None,
-                             queue_labels: torch.Tensor) -> dict[str, torch.Tensor]:
-        every = self.hardness_log_every
-        if every <= 0 or self.global_step % every or int(self.queue.filled) < self.queue.size:
-            return {}
-        self.histogram.add(seen.similarity, seen.band_similarity)
-        return hardness_statistics(seen.similarity, seen.band_similarity, seen.band_index, labels, queue_labels)
 
     def on_train_epoch_end(self) -> None:
         super().on_train_epoch_end()

@@ -107,19 +107,18 @@ def lr_at(step: int, total: int, warmup: int, peak: float, start: float = 0.0, f
 def global_batch_size(module: pl.LightningModule) -> int:
     """Images per optimiser step over all ranks (data batch x world size x accumulation)."""
     trainer = module.trainer
-    datamodule = getattr(trainer, "datamodule", None)
-    batch = getattr(datamodule, "batch_size", None)
-    if batch is None:
-        rank_zero_warn("no datamodule.batch_size: the learning rate is not scaled by batch size")
+    if trainer.datamodule is None:
+        rank_zero_warn("no data module: the learning rate is not scaled by batch size")
         return 0
-    return batch * trainer.world_size * trainer.accumulate_grad_batches
+    return trainer.datamodule.batch_size * trainer.world_size * trainer.accumulate_grad_batches
 
 
-def configure_optimization(module: pl.LightningModule, params: nn.Module, config: OptimConfig) -> dict:
+def configure_optimization(module: pl.LightningModule, config: OptimConfig) -> dict:
     """Optimiser at the batch-scaled peak rate and its warm-up + cosine schedule (``lr_at``),
-    stepped every optimiser step or every epoch as the recipe says."""
+    stepped every optimiser step or every epoch as the recipe says; the step counts come from
+    ``module.schedule`` (``SSLMethod.plan_schedule``)."""
     batch = global_batch_size(module) or config.reference_batch_size
-    optimizer = build_optimizer(params, config, batch)
+    optimizer = build_optimizer(module, config, batch)
     peak = scaled_lr(config, batch)
     if peak <= 0:
         raise ValueError(f"optim.lr must be positive, got {config.lr}")
@@ -129,22 +128,9 @@ def configure_optimization(module: pl.LightningModule, params: nn.Module, config
             raise ValueError("optim.schedule_interval: epoch needs trainer.max_epochs; set it, or use 'step'")
         total, warmup = int(trainer.max_epochs), int(round(config.warmup_epochs))
     else:
-        total = int(trainer.estimated_stepping_batches)
-        warmup = int(round(config.warmup_epochs * steps_per_epoch(trainer)))
+        total = module.schedule.total_steps
+        warmup = int(round(config.warmup_epochs * module.schedule.steps_per_epoch))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_at(
         step, total, warmup, peak, config.warmup_start_lr, config.final_lr, config.warmup_ends_at_peak) / peak)
     return {"optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": config.schedule_interval}}
-
-
-def steps_per_epoch(trainer: pl.Trainer) -> int:
-    """Optimiser steps in one epoch (loads the train loader if the trainer has not yet)."""
-    if trainer.train_dataloader is None:
-        trainer.fit_loop.setup_data()
-    batches = trainer.num_training_batches
-    if batches == float("inf"):
-        raise ValueError("warm-up in epochs needs a train loader of known length")
-    return max(1, math.ceil(batches / trainer.accumulate_grad_batches))
-
-
-torch.serialization.add_safe_globals([OptimConfig])  # checkpoints that stored it as an object

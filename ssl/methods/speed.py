@@ -76,5 +76,3 @@ def to_memory_format(views: list[dict], config: SpeedConfig) -> list[dict]:
             view["image"] = view["image"].contiguous(memory_format=torch.channels_last)
     return views
 
-
-torch.serialization.add_safe_globals([SpeedConfig])

@@ -15,16 +15,15 @@ from torch import nn
 
 from sslkit.augmentations import IMAGENET_MEAN, MultiCropViews, MultiView
 from sslkit.augmentations.recipes import SWAV_STD
-from sslkit.eval.knn import KNNAccuracy
-from sslkit.checkpoints import load_backbone_weights
-from sslkit.nn.backbones import build_backbone
-from sslkit.nn.heads import mlp_head
+from sslkit.eval.knn import KNNConfig
 from sslkit.nn import distributed
+from sslkit.nn.backbones import BackboneConfig
+from sslkit.nn.heads import mlp_head
 from sslkit.nn.losses import sinkhorn, swav_loss
-from sslkit.nn.queue import NegativeQueue
+from sslkit.nn.queue import FeatureQueue
 
-from .method import SSLMethod, config, embedding_spread, make_backbone, refuse_swap_negative, renamed_arguments
-from .optim import OptimConfig, steps_per_epoch
+from .method import SSLMethod, embedding_spread
+from .optim import OptimConfig
 from .speed import SpeedConfig
 
 
@@ -32,9 +31,7 @@ class SwAV(SSLMethod):
     """SwAV with multi-crop.
 
     Args:
-        backbone, small_images, small_stem_padding, backbone_kwargs: see ``build_backbone``.
-        backbone_weights, backbone_weights_format: initialise the backbone from a checkpoint
-            in any format ``sslkit.checkpoints.load_backbone`` reads (see ``MoCoV2``).
+        backbone: the network (``BackboneConfig``).
         proj_hidden_dim, proj_output_dim: projector ``Linear-BN-ReLU-Linear`` (2048 -> 128).
         num_prototypes: K (3000 on ImageNet; fewer on small data).
         prototype_norm: ``renormalize`` (each prototype rescaled to unit length before every
@@ -44,7 +41,8 @@ class SwAV(SSLMethod):
         epsilon, sinkhorn_iterations: Sinkhorn regularisation (0.05) and iterations (3).
         freeze_prototypes_epochs: prototypes get no update during this many initial epochs
             (``freeze_prototypes_niters`` 313 at batch 4096 and 5005 at batch 256 in SwAV's
-            scripts: one epoch of ImageNet either way).
+            scripts: one epoch of ImageNet either way), counted in optimiser steps from the
+            run's ``schedule``.
         queue_size: global number of past embeddings per global crop added to the scores
             when computing codes (0 = off; ``queue_length`` 3840 in SwAV's batch-256 scripts).
             As in ``main_swav.py`` it is cut to a multiple of the global batch and each of the W
@@ -57,19 +55,14 @@ class SwAV(SSLMethod):
         optim: default SwAV's 800-epoch batch-4096 script: LARC (trust 0.001, no clipping)
             over all parameters, lr 4.8 (not batch-scaled), 10 warm-up epochs from 0.3, cosine
             to 0.0048, wd 1e-6.
-        speed: channels_last and torch.compile (``SpeedConfig``).
+        speed, knn: see ``SSLMethod``.
     """
 
-    @renamed_arguments(queue_length="queue_size")
+    legacy_names = {"queue_length": "queue_size"}
+
     def __init__(
         self,
-        backbone: str = "torchvision.resnet50",
-        small_images: bool = False,
-        small_stem_padding: int = 1,
-        backbone_kwargs: dict | None = None,
-        backbone_weights: str | None = None,
-        backbone_weights_format: str = "auto",
-        backbone_weights_branch: str | None = None,
+        backbone: BackboneConfig | str = "torchvision.resnet50",
         proj_hidden_dim: int = 2048,
         proj_output_dim: int = 128,
         num_prototypes: int = 3000,
@@ -84,27 +77,20 @@ class SwAV(SSLMethod):
         augment: MultiView | None = None,
         optim: OptimConfig | None = None,
         speed: SpeedConfig | None = None,
-        knn_k: int = 200,
-        knn_temperature: float = 0.07,
+        knn: KNNConfig | None = None,
     ) -> None:
-        super().__init__()
-        self.save_hyperparameters(ignore=["augment"])
-        if num_prototypes < 2:
-            raise ValueError(f"model.num_prototypes must be at least 2, got {num_prototypes}")
-        self.backbone = make_backbone(backbone, small_images, small_stem_padding, backbone_kwargs, backbone_weights,
-                                      backbone_weights_format, backbone_weights_branch)
-        self.projector = mlp_head(self.backbone.dim, proj_hidden_dim, proj_output_dim, batch_norm=True)
-        if prototype_norm not in ("renormalize", "weight_norm"):
-            raise ValueError(f"model.prototype_norm must be renormalize or weight_norm, got '{prototype_norm}'")
-        self.prototypes = (nn.Linear(proj_output_dim, num_prototypes, bias=False) if prototype_norm == "renormalize"
-                           else NormalizedLinear(proj_output_dim, num_prototypes))
-        self.augment = augment if augment is not None else MultiCropViews(mean=IMAGENET_MEAN, std=SWAV_STD)
-        refuse_swap_negative(self)
-        self.optim = config(optim, OptimConfig, OptimConfig(
+        super().__init__(backbone, augment or MultiCropViews(mean=IMAGENET_MEAN, std=SWAV_STD), optim or OptimConfig(
             name="lars", lr=4.8, lr_scaling="none", weight_decay=1e-6, trust_coefficient=0.001,
             trust_ratio="larc", warmup_epochs=10, warmup_start_lr=0.3, final_lr=0.0048,
-        ))
-        self.speed = config(speed, SpeedConfig, SpeedConfig())
+        ), speed, knn)
+        if num_prototypes < 2:
+            raise ValueError(f"model.num_prototypes must be at least 2, got {num_prototypes}")
+        if prototype_norm not in ("renormalize", "weight_norm"):
+            raise ValueError(f"model.prototype_norm must be renormalize or weight_norm, got '{prototype_norm}'")
+        self.projector = mlp_head(self.backbone.dim, proj_hidden_dim, proj_output_dim, batch_norm=True)
+        self.prototype_norm = prototype_norm
+        self.prototypes = (nn.Linear(proj_output_dim, num_prototypes, bias=False) if prototype_norm == "renormalize"
+                           else NormalizedLinear(proj_output_dim, num_prototypes))
         self.temperature = temperature
         self.epsilon = epsilon
         self.sinkhorn_iterations = sinkhorn_iterations
@@ -113,14 +99,20 @@ class SwAV(SSLMethod):
         self.queue_fill_epoch = queue_start_epoch if queue_fill_epoch is None else queue_fill_epoch
         self.num_global = getattr(self.augment, "num_global", 2)
         self.queue_size = queue_size
-        self.queues = nn.ModuleList(NegativeQueue(queue_size, proj_output_dim) for _ in range(self.num_global)
+        self.queues = nn.ModuleList(FeatureQueue(queue_size, proj_output_dim) for _ in range(self.num_global)
                                     ) if queue_size > 0 else None
-        self._freeze_steps = 0
-        self.knn = KNNAccuracy(knn_k, knn_temperature)
+
+    @property
+    def freeze_steps(self) -> int:
+        """The optimiser steps in which prototypes get no update: ``freeze_prototypes_epochs``
+        of the run's ``schedule``."""
+        return int(round(self.freeze_prototypes_epochs * self.schedule.steps_per_epoch))
 
     @torch.no_grad()
     def normalize_prototypes(self) -> None:
-        if isinstance(self.prototypes, nn.Linear):
+        """``renormalize``: every prototype back to unit length before the step (``main_swav.py``);
+        ``weight_norm`` normalises inside the forward instead."""
+        if self.prototype_norm == "renormalize":
             self.prototypes.weight.copy_(F.normalize(self.prototypes.weight, dim=1))
 
     def embed(self, views: list[dict]) -> list[torch.Tensor]:
@@ -189,33 +181,28 @@ class SwAV(SSLMethod):
         return loss, stats
 
     def on_after_backward(self) -> None:
-        if self.global_step < self._freeze_steps:
+        if self.global_step < self.freeze_steps:
             for p in self.prototypes.parameters():
                 p.grad = None
 
     def check_data(self, datamodule, world_size: int = 1) -> None:
         """Besides the recipe: a queue at least one global batch long."""
         super().check_data(datamodule, world_size)
-        batch = getattr(datamodule, "batch_size", None)
-        if self.queues is not None and batch is not None and self.queue_size < batch * world_size:
+        batch = datamodule.batch_size
+        if self.queues is not None and self.queue_size < batch * world_size:
             raise ValueError(f"model.queue_size={self.queue_size} is shorter than the global batch "
                              f"({batch} x {world_size} ranks); raise it or set it to 0")
 
     def prepare(self) -> None:
         """``main_swav.py``: ``queue_length -= queue_length % (batch_size * world_size)``."""
-        data = self.trainer.datamodule if self.trainer is not None else None
-        batch = getattr(data, "batch_size", None)
-        if self.queues is None or batch is None:
+        data = self.trainer.datamodule
+        if self.queues is None or data is None:
             return
+        batch = data.batch_size
         length = self.queue_size - self.queue_size % (batch * self.trainer.world_size)
         if length != self.queues[0].size:
             dim = self.queues[0].dim
-            self.queues = nn.ModuleList(NegativeQueue(length, dim) for _ in range(self.num_global)).to(self.device)
-
-    def configure_optimizers(self):
-        config = super().configure_optimizers()
-        self._freeze_steps = int(round(self.freeze_prototypes_epochs * steps_per_epoch(self.trainer)))
-        return config
+            self.queues = nn.ModuleList(FeatureQueue(length, dim) for _ in range(self.num_global)).to(self.device)
 
 
 class NormalizedLinear(nn.Module):

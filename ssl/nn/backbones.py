@@ -8,6 +8,7 @@ or a torchvision classification model prefixed with ``torchvision.``
 from __future__ import annotations
 
 import difflib
+from dataclasses import dataclass, field
 
 import timm
 import torch
@@ -33,6 +34,35 @@ class Backbone(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(images)
+
+
+@dataclass
+class BackboneConfig:
+    """The network a method trains, evaluates and exports (``model.init_args.backbone``).
+
+    ``name``: a timm model or ``torchvision.<arch>``. ``small_images``: the 3x3 stride-1 stem
+    without max-pool for 32-96 px images, with ``small_stem_padding``. ``kwargs``: for the
+    model's constructor. ``ckpt_path``: initialise from a checkpoint in any format
+    ``sslkit.checkpoints.load_backbone`` reads, strictly (``ckpt_format``: its layout, default
+    detected; ``branch``: the network of a file that holds several)."""
+
+    name: str = "torchvision.resnet50"
+    small_images: bool = False
+    small_stem_padding: int = 1
+    kwargs: dict = field(default_factory=dict)
+    ckpt_path: str | None = None
+    ckpt_format: str = "auto"
+    branch: str | None = None
+
+    def build(self) -> "Backbone":
+        """The backbone, initialised from ``ckpt_path`` when given."""
+        backbone = build_backbone(self.name, small_images=self.small_images, small_stem_padding=self.small_stem_padding,
+                                  **(self.kwargs or {}))
+        if self.ckpt_path:
+            from sslkit.checkpoints import load_backbone_weights
+
+            load_backbone_weights(backbone, self.ckpt_path, self.ckpt_format, self.branch)
+        return backbone
 
 
 def build_backbone(

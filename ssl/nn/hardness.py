@@ -99,7 +99,8 @@ def mochi_negatives(query: torch.Tensor, negatives: torch.Tensor, similarity: to
 
 @dataclass
 class NegativeSimilarity:
-    """What ``HardNegatives`` saw in its last call, kept for the hardness statistics."""
+    """What a query saw of its negatives: every similarity ``[B, K]``, those of its band
+    ``[B, M]`` and their queue indices, for the hardness statistics."""
 
     similarity: torch.Tensor
     band_similarity: torch.Tensor
@@ -110,8 +111,8 @@ class HardNegatives:
     """The negatives each query of InfoNCE is contrasted with: its ``band`` of the queue
     (``HardnessBand``; ``None`` = all), optionally beta-reweighted and with MoCHi's synthetic
     negatives appended. Passed to ``sslkit.nn.losses.info_nce(selection=...)``; with no band,
-    beta or MoCHi it is plain InfoNCE to the bit. ``last`` keeps the similarities of the last
-    call for diagnostics.
+    beta or MoCHi it is plain InfoNCE to the bit. ``logits`` also hands back what each query
+    saw (``NegativeSimilarity``) for diagnostics.
 
     beta-reweighting (Robinson et al. 2021, eq. 3 without debiasing) replaces the sum over
     negatives by M times their mean under weights ``w_i = softmax(beta s_i)`` (no gradient
@@ -120,17 +121,18 @@ class HardNegatives:
 
     def __init__(self, band: HardnessBand | None = None, beta: float = 0.0, mochi: MoCHi | None = None) -> None:
         self.band, self.beta, self.mochi = band, beta, mochi
-        self.last: NegativeSimilarity | None = None
 
-    def logits(self, query: torch.Tensor, negatives: torch.Tensor, temperature: float) -> torch.Tensor:
-        """Negative logits ``[B, M]`` (divided by ``temperature``) of ``query`` against ``negatives`` ``[K, D]``."""
+    def logits(self, query: torch.Tensor, negatives: torch.Tensor,
+               temperature: float) -> tuple[torch.Tensor, NegativeSimilarity]:
+        """Negative logits ``[B, M]`` (divided by ``temperature``) of ``query`` against
+        ``negatives`` ``[K, D]``, and what each query saw."""
         similarity = query @ negatives.to(query.dtype).T
         if self.band is None or self.band.full:
             band_similarity = similarity
             band_index = torch.arange(similarity.shape[1], device=similarity.device).expand_as(similarity)
         else:
             band_similarity, band_index = self.band.select(similarity)
-        self.last = NegativeSimilarity(similarity, band_similarity, band_index)
+        seen = NegativeSimilarity(similarity, band_similarity, band_index)
         parts = [band_similarity]
         if self.mochi is not None:
             synthetic = mochi_negatives(query, negatives.to(query.dtype), similarity, self.mochi)
@@ -141,7 +143,7 @@ class HardNegatives:
                 s = logits * temperature
                 log_weight = math.log(s.shape[1]) + self.beta * s - torch.logsumexp(self.beta * s, dim=1, keepdim=True)
             logits = logits + log_weight
-        return logits
+        return logits, seen
 
 
 @torch.no_grad()
@@ -176,5 +178,3 @@ def hardness_statistics(
             stats["hardness/same_class_band"] = same_band.float().sum() / band_known.sum().clamp_min(1)
     return stats
 
-
-torch.serialization.add_safe_globals([MoCHi])  # hyper_parameters of checkpoints that use it

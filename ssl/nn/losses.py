@@ -31,7 +31,8 @@ def info_nce(
     Returns:
         The mean loss over the batch.
     """
-    return F.cross_entropy(*info_nce_logits(query, positive, negatives, temperature, selection, extra_logits))
+    logits, targets, _ = info_nce_logits(query, positive, negatives, temperature, selection, extra_logits)
+    return F.cross_entropy(logits, targets)
 
 
 def info_nce_logits(
@@ -41,20 +42,23 @@ def info_nce_logits(
     temperature: float = 0.2,
     selection=None,
     extra_logits: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits ``[B, 1 + M (+ E)]`` (positive first) and the all-zero targets of ``info_nce``."""
+) -> tuple[torch.Tensor, torch.Tensor, object]:
+    """Logits ``[B, 1 + M (+ E)]`` (positive first), the all-zero targets of ``info_nce``, and
+    what the ``selection`` handed back of the negatives each query saw (``None`` without one):
+    MoCo's ``builder.py`` forward, up to the logits."""
     if query.shape != positive.shape:
         raise ValueError(f"query {tuple(query.shape)} and positive {tuple(positive.shape)} differ")
     pos = (query * positive).sum(dim=1, keepdim=True) / temperature
+    seen = None
     if selection is not None:
-        neg = selection.logits(query, negatives, temperature)
+        neg, seen = selection.logits(query, negatives, temperature)
     elif negatives.dim() == 2:
         neg = query @ negatives.to(query.dtype).T / temperature
     else:
         neg = torch.einsum("bd,bkd->bk", query, negatives.to(query.dtype)) / temperature
     parts = [pos, neg] + ([extra_logits.to(neg.dtype)] if extra_logits is not None else [])
     targets = torch.zeros(query.shape[0], dtype=torch.long, device=query.device)
-    return torch.cat(parts, dim=1), targets
+    return torch.cat(parts, dim=1), targets, seen
 
 
 def byol_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,106 @@
+"""The figures sslkit draws next to its numbers: the eigenspectrum with its power-law fit, the
+geometry of the representation by epoch, and the histogram of query-negative similarities
+with the hardness band. Each writes a PNG (matplotlib's Agg backend: no display needed)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+if TYPE_CHECKING:
+    from .spectrum import SpectrumReport
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_spectrum(reports: dict[str, SpectrumReport], path: str, title: str = "") -> None:
+    """Log-log plot of each spectrum with its fitted power law over the fit range."""
+    plt = _pyplot()
+
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for i, (name, report) in enumerate(reports.items()):
+        values = report.eigenvalues[: report.rank_limit]
+        ranks = torch.arange(1, len(values) + 1)
+        positive = values > 0
+        ax.loglog(ranks[positive], values[positive], color=f"C{i}", lw=1.2,
+                  label=f"{name}: alpha {report.alpha:.2f}, eff. rank {report.effective_rank:.0f}")
+        n_min, n_max = report.fit_range
+        fit_n = torch.arange(n_min, n_max + 1, dtype=torch.float64)
+        ax.loglog(fit_n, torch.exp(report.log_intercept - report.alpha * fit_n.log()), color=f"C{i}", ls="--", lw=1)
+    ax.set_xlabel("rank n")
+    ax.set_ylabel("covariance eigenvalue")
+    ax.set_title(title or "eigenspectrum (dashed: power-law fit)", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_geometry(history: list[dict], path: Path) -> None:
+    plt = _pyplot()
+
+    epochs = [h["epoch"] for h in history]
+    fig, axes = plt.subplots(1, 3, figsize=(10, 3))
+    axes[0].plot(epochs, [h["val/alpha"] for h in history], "o-")
+    axes[0].axhline(1.0, color="0.7", ls="--", lw=1)
+    axes[0].set_title("alpha (power-law exponent)", fontsize=9)
+    axes[1].plot(epochs, [h["val/effective_rank"] for h in history], "o-", color="C1")
+    axes[1].set_title("effective rank (RankMe)", fontsize=9)
+    axes[2].plot(epochs, [100 * h["val/knn_top1_subset"] for h in history], "o-", color="C2", label="subset kNN")
+    full = [(h["epoch"], 100 * h["val/knn_top1"]) for h in history if h.get("val/knn_top1") is not None]
+    if full:
+        axes[2].plot(*zip(*full), "s--", color="C3", label="val/knn_top1")
+    axes[2].set_title("kNN top-1 (%)", fontsize=9)
+    axes[2].legend(fontsize=7)
+    for ax in axes:
+        ax.set_xlabel("epoch")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+class SimilarityHistogram:
+    """Counts of cosine similarities in ``bins`` bins over [-1, 1]: all negatives, and those
+    inside the hardness band. Not a module: nothing of it enters checkpoints."""
+
+    def __init__(self, bins: int = 200) -> None:
+        self.bins = bins
+        self.reset()
+
+    def reset(self) -> None:
+        self.all = torch.zeros(self.bins, dtype=torch.float64)
+        self.band = torch.zeros(self.bins, dtype=torch.float64)
+        self.count = 0
+
+    @torch.no_grad()
+    def add(self, similarity: torch.Tensor, band_similarity: torch.Tensor) -> None:
+        self.all += torch.histc(similarity.detach().float(), self.bins, -1, 1).double().cpu()
+        self.band += torch.histc(band_similarity.detach().float(), self.bins, -1, 1).double().cpu()
+        self.count += 1
+
+    def save(self, path: str | Path, title: str, band=None) -> None:
+        plt = _pyplot()
+        edges = torch.linspace(-1, 1, self.bins + 1)
+        centres = 0.5 * (edges[1:] + edges[:-1])
+        width = float(edges[1] - edges[0])
+        fig, ax = plt.subplots(figsize=(6, 3))
+        ax.bar(centres, self.all, width, color="0.6", label="all queue negatives")
+        label = f"kept by {band.lo}-{band.hi} band" if band is not None and not band.full else "kept (full queue)"
+        ax.bar(centres, self.band, width, color="C3", alpha=0.7, label=label)
+        ax.set_yscale("log")
+        ax.set_xlabel("cosine similarity of query and negative")
+        ax.set_ylabel("count")
+        ax.set_title(title, fontsize=9)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
