@@ -8,8 +8,8 @@ couples the views of one sample, so it is not a stage but an argument of the rec
 
 Every sample is augmented with probability ``p``, and only when its foreground covers a
 fraction of the image inside ``foreground_range`` (5-95% by default: an all-background or
-all-foreground mask carries no usable split). The drawn parameters of the last call are
-kept in ``last_params`` for inspection.
+all-foreground mask carries no usable split). ``draw`` hands back the parameters of a call
+(which samples, which partners, which grey), and ``apply`` replays them.
 """
 from __future__ import annotations
 
@@ -134,7 +134,6 @@ class BackgroundRemove(Stage):
         self.p, self.fill, self.grey_level, self.blur_sigma = p, fill, grey_level, blur_sigma
         self.foreground_range = _check_range(foreground_range, "BackgroundRemove")
         self.register_buffer("dataset_mean", torch.tensor(dataset_mean).view(1, 3, 1, 1), persistent=False)
-        self.last_params: dict[str, torch.Tensor] = {}
 
     whole_batch = True
     uses_mask = True
@@ -157,20 +156,24 @@ class BackgroundRemove(Stage):
         kernel = int(2 * round(3 * sigma) + 1)
         return kornia.filters.gaussian_blur2d(image, (kernel, kernel), (sigma, sigma), border_type="reflect")
 
-    def apply(self, view: ViewDict) -> ViewDict:
+    def draw(self, view: ViewDict) -> dict:
+        """``chosen`` ``[B]``: the samples whose background is removed; ``grey`` ``[B]``: the
+        grey levels of ``random_grey``."""
         image = view["image"]
         mask = _require_mask(view, "BackgroundRemove")
         chosen = _chosen(mask, self.p, self.foreground_range)
-        grey = torch.rand(images.count(image), device=images.device(image))
+        return {"chosen": chosen, "grey": torch.rand(images.count(image), device=images.device(image))}
+
+    def apply(self, view: ViewDict, params: dict) -> ViewDict:
+        image, mask = view["image"], _require_mask(view, "BackgroundRemove")
+        chosen, grey = params["chosen"], params["grey"]
         if images.is_ragged(image):
             fills = [self._fill(x[None], grey[i:i + 1])[0] for i, x in enumerate(image)]
             view["image"] = [torch.where(chosen[i] & ~m, f.expand_as(x), x)
                              for i, (x, m, f) in enumerate(zip(image, mask, fills))]
-            self.last_params = {"chosen": chosen, "fill": fills}
             return view
         fill = self._fill(image, grey)
         view["image"] = torch.where(chosen.view(-1, 1, 1, 1) & ~mask, fill.expand_as(image), image)
-        self.last_params = {"chosen": chosen, "fill": fill}
         return view
 
 
@@ -194,17 +197,22 @@ class BackgroundRandom(Stage):
         _check_donor_hole(donor_hole, "BackgroundRandom")
         self.p, self.donor_hole = p, donor_hole
         self.foreground_range = _check_range(foreground_range, "BackgroundRandom")
-        self.last_params: dict[str, torch.Tensor] = {}
 
     whole_batch = True
     uses_mask = True
 
-    def apply(self, view: ViewDict) -> ViewDict:
+    def draw(self, view: ViewDict) -> dict:
+        """``chosen`` ``[B]``: the samples whose background is replaced; ``partner`` ``[B]``:
+        whose background each receives (never itself, nor another view of itself)."""
         image = view["image"]
         mask = _require_mask(view, "BackgroundRandom")
         chosen = _chosen(mask, self.p, self.foreground_range)
-        partner = partner_permutation(images.count(image), images.device(image), view.get("blocks", 1))
-        self.last_params = {"chosen": chosen, "partner": partner}
+        return {"chosen": chosen,
+                "partner": partner_permutation(images.count(image), images.device(image), view.get("blocks", 1))}
+
+    def apply(self, view: ViewDict, params: dict) -> ViewDict:
+        image, mask = view["image"], _require_mask(view, "BackgroundRandom")
+        chosen, partner = params["chosen"], params["partner"]
         if images.is_ragged(image):  # whole images: the donor's background resized to each image
             out = []
             for i, j in enumerate(partner.tolist()):
@@ -223,12 +231,14 @@ class SwapInputs:
     itself), the positive's input (own foreground on another image's background) and, for
     contrastive methods, the hard negative's input (another image's foreground on the
     query's background). Where ``negative_valid[i]`` is False (sample not drawn, or a mask
-    outside ``foreground_range``) the negative must be ignored."""
+    outside ``foreground_range``) the negative must be ignored. ``params``: what was drawn
+    (``BackgroundSwap.draw``)."""
 
     query: ViewDict
     positive: ViewDict
     negative: ViewDict | None
     negative_valid: torch.Tensor
+    params: dict
 
 
 class BackgroundSwap(nn.Module):
@@ -258,22 +268,33 @@ class BackgroundSwap(nn.Module):
         _check_donor_hole(donor_hole, "BackgroundSwap")
         self.p, self.hard_negative, self.donor_hole = p, hard_negative, donor_hole
         self.foreground_range = _check_range(foreground_range, "BackgroundSwap")
-        self.last_params: dict[str, torch.Tensor] = {}
 
-    def forward(self, batch: ViewDict, query: images.Images | None = None) -> SwapInputs:
-        """The inputs of every view from ``batch``. ``query``: the query's image as its view
-        shows it, after its own background stages (default: the image itself); the hard
-        negative carries that background."""
-        image = images.to_float(batch["image"])
-        query = image if query is None else images.to_float(query)
+    def draw(self, batch: ViewDict) -> dict:
+        """``chosen`` ``[B]`` (the positive is swapped), ``background_donor`` ``[B]`` (whose
+        background it gets) and, with ``hard_negative``, ``foreground_donor`` ``[B]`` (whose
+        object the negative shows) and ``negative_valid`` ``[B]``."""
         mask = _require_mask(batch, "BackgroundSwap")
-        size, device = images.count(image), images.device(image)
+        size, device = images.count(mask), images.device(mask)
         usable = usable_masks(mask, self.foreground_range)
         background_donor = partner_permutation(size, device)
         chosen = (torch.rand(size, device=device) < self.p) & usable & usable[background_donor]
-        self.last_params = {"chosen": chosen, "background_donor": background_donor}
-        foreground_donor = partner_permutation(size, device) if self.hard_negative else None
-        valid = chosen & usable[foreground_donor] if self.hard_negative else torch.zeros_like(chosen)
+        params = {"chosen": chosen, "background_donor": background_donor}
+        if self.hard_negative:
+            foreground_donor = partner_permutation(size, device)
+            params.update(foreground_donor=foreground_donor, negative_valid=chosen & usable[foreground_donor])
+        return params
+
+    def forward(self, batch: ViewDict, query: images.Images | None = None, params: dict | None = None) -> SwapInputs:
+        """The inputs of every view from ``batch``. ``query``: the query's image as its view
+        shows it, after its own background stages (default: the image itself); the hard
+        negative carries that background. ``params``: replay a ``draw``."""
+        image = images.to_float(batch["image"])
+        query = image if query is None else images.to_float(query)
+        mask = _require_mask(batch, "BackgroundSwap")
+        params = self.draw(batch) if params is None else params
+        chosen, background_donor = params["chosen"], params["background_donor"]
+        foreground_donor = params.get("foreground_donor")
+        valid = params["negative_valid"] if self.hard_negative else torch.zeros_like(chosen)
         if images.is_ragged(image):
             positive, negative = self._ragged(image, query, mask, chosen, background_donor, foreground_donor)
         else:
@@ -285,9 +306,8 @@ class BackgroundSwap(nn.Module):
                 negative = (composite(image[foreground_donor], mask[foreground_donor], query_background),
                             mask[foreground_donor])
         if self.hard_negative:
-            self.last_params.update(negative_valid=valid, foreground_donor=foreground_donor)
             negative = {"image": negative[0], "mask": negative[1]}
-        return SwapInputs({"image": query, "mask": mask}, {"image": positive, "mask": mask}, negative, valid)
+        return SwapInputs({"image": query, "mask": mask}, {"image": positive, "mask": mask}, negative, valid, params)
 
     def _ragged(self, image: list, query: list, mask: list, chosen: torch.Tensor, background_donor: torch.Tensor,
                 foreground_donor: torch.Tensor | None):

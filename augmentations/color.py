@@ -92,8 +92,8 @@ def apply_to(view: ViewDict, index: torch.Tensor, fn) -> torch.Tensor:
 
 class ColorJitter(Stage):
     """With probability ``p`` per sample, torchvision's colour jitter with the sample's own
-    factors and order. ``last_params`` keeps the draws (``applied``, ``factors`` ``[B, 4]``,
-    ``order`` ``[B, 4]``) for inspection."""
+    factors and order (``draw``: ``applied`` ``[B]``, ``factors`` ``[B, 4]``, ``order``
+    ``[B, 4]``)."""
 
     def __init__(self, brightness: float = 0.4, contrast: float = 0.4, saturation: float = 0.4,
                  hue: float = 0.1, p: float = 0.8) -> None:
@@ -106,14 +106,14 @@ class ColorJitter(Stage):
         self.ranges.append((-hue, hue) if hue > 0 else None)
         self.p = p
         self.adjustments = list(ADJUSTMENTS)
-        self.last_params: dict[str, torch.Tensor] = {}
 
     def compile_kernels(self, backend: str = "inductor") -> None:
         """``torch.compile`` the four adjustments (the hue rotation's thirty elementwise passes
         fuse into a few): the colour jitter's cost. Same values; a one-time compilation."""
         self.adjustments = [torch.compile(fn, dynamic=True, backend=backend) for fn in ADJUSTMENTS]
 
-    def draw(self, batch: int, device: torch.device) -> dict[str, torch.Tensor]:
+    def draw(self, view: ViewDict) -> dict[str, torch.Tensor]:
+        batch, device = view["image"].shape[0], view["image"].device
         applied = torch.rand(batch, device=device) < self.p
         factors = torch.zeros(batch, 4, device=device)
         for i, bounds in enumerate(self.ranges):
@@ -122,10 +122,8 @@ class ColorJitter(Stage):
         order = torch.rand(batch, 4, device=device).argsort(dim=1)
         return {"applied": applied, "factors": factors, "order": order}
 
-    def apply(self, view: ViewDict) -> ViewDict:
+    def apply(self, view: ViewDict, params: dict) -> ViewDict:
         image = view["image"]
-        params = self.draw(image.shape[0], image.device)
-        self.last_params = params
         if row_by_row(image):  # each image through its own four adjustments, in its order
             view["image"] = apply_to(view, params["applied"].nonzero().squeeze(1), lambda x, i: self._jitter(
                 x, params["order"][int(i)].tolist(), params["factors"][int(i)]))
@@ -156,9 +154,12 @@ class RandomGrayscale(Stage):
         super().__init__()
         self.p = p
 
-    def apply(self, view: ViewDict) -> ViewDict:
+    def draw(self, view: ViewDict) -> dict:
         image = view["image"]
-        index = (torch.rand(image.shape[0], device=image.device) < self.p).nonzero().squeeze(1)
+        return {"chosen": torch.rand(image.shape[0], device=image.device) < self.p}
+
+    def apply(self, view: ViewDict, params: dict) -> ViewDict:
+        index = params["chosen"].nonzero().squeeze(1)
         view["image"] = apply_to(view, index, lambda x, i: grayscale(x).expand(-1, 3, -1, -1))
         return view
 
@@ -186,13 +187,14 @@ class RandomGaussianBlur(Stage):
         if border not in ("replicate", "constant", "reflect"):
             raise ValueError(f"RandomGaussianBlur: border must be replicate, constant or reflect, got '{border}'")
         self.sigma, self.p, self.kernel_size, self.border = tuple(sigma), p, kernel_size, border
-        self.last_params: dict[str, torch.Tensor] = {}
 
-    def apply(self, view: ViewDict) -> ViewDict:
+    def draw(self, view: ViewDict) -> dict:
         image = view["image"]
         chosen = torch.rand(image.shape[0], device=image.device) < self.p
-        sigma = torch.empty(image.shape[0], device=image.device).uniform_(*self.sigma)
-        self.last_params = {"chosen": chosen, "sigma": sigma}
+        return {"chosen": chosen, "sigma": torch.empty(image.shape[0], device=image.device).uniform_(*self.sigma)}
+
+    def apply(self, view: ViewDict, params: dict) -> ViewDict:
+        chosen, sigma = params["chosen"], params["sigma"]
         view["image"] = apply_to(view, chosen.nonzero().squeeze(1),
                                  lambda x, i: gaussian_blur(x, sigma[i], self.kernel_size, self.border))
         return view
@@ -204,9 +206,8 @@ def gaussian_blur(image: torch.Tensor, sigma: torch.Tensor, kernel_size: int, bo
     taps = torch.linspace(-half, half, kernel_size, device=image.device, dtype=image.dtype)
     kernel = torch.exp(-0.5 * (taps / sigma.to(image.dtype).view(-1, 1)) ** 2)
     kernel = (kernel / kernel.sum(1, keepdim=True)).view(-1, kernel_size, 1, 1, 1)
-    mode = "constant" if border == "constant" else border
     for dim, pad in ((-1, (half, half, 0, 0)), (-2, (0, 0, half, half))):
-        padded = F.pad(image, pad, mode=mode)
+        padded = F.pad(image, pad, mode=border)
         size = image.shape[dim]
         out = image * kernel[:, half]
         for t in range(kernel_size):
@@ -224,8 +225,12 @@ class RandomSolarize(Stage):
         super().__init__()
         self.p, self.threshold = p, threshold
 
-    def apply(self, view: ViewDict) -> ViewDict:
+    def draw(self, view: ViewDict) -> dict:
         image = view["image"]
-        chosen = (torch.rand(image.shape[0], device=image.device) < self.p).view(-1, 1, 1, 1)
+        return {"chosen": torch.rand(image.shape[0], device=image.device) < self.p}
+
+    def apply(self, view: ViewDict, params: dict) -> ViewDict:
+        image = view["image"]
+        chosen = params["chosen"].view(-1, 1, 1, 1)
         view["image"] = torch.where(chosen & (image >= self.threshold), 1 - image, image)
         return view

@@ -97,14 +97,16 @@ class RandomResizedCrop(Stage):
         if interpolation not in ("bilinear", "bicubic"):
             raise ValueError(f"RandomResizedCrop: interpolation must be bilinear or bicubic, got '{interpolation}'")
         self.size, self.scale, self.ratio, self.interpolation = size, tuple(scale), tuple(ratio), interpolation
-        self.last_boxes: torch.Tensor | None = None
 
-    def apply(self, view: ViewDict) -> ViewDict:
+    def draw(self, view: ViewDict) -> dict:
+        """``boxes`` ``[B, 4]``: (top, left, height, width) of each sample's crop."""
+        return {"boxes": random_resized_boxes(batch_images.sizes(view["image"]), self.scale, self.ratio)}
+
+    def apply(self, view: ViewDict, params: dict) -> ViewDict:
         image, mask = view["image"], view.get("mask")
         if mask is not None:
             check_mask(image, mask)
-        boxes = random_resized_boxes(batch_images.sizes(image), self.scale, self.ratio)
-        self.last_boxes = boxes
+        boxes = params["boxes"]
         out = (self.size, self.size)
         view["image"] = crop_images(image, boxes, out, self.interpolation)
         if mask is not None:
@@ -132,7 +134,7 @@ class CenterCrop(Stage):
         super().__init__()
         self.size = size
 
-    def apply(self, view: ViewDict) -> ViewDict:
+    def apply(self, view: ViewDict, params: dict) -> ViewDict:
         for key in ("image", "mask"):
             images = view.get(key)
             if images is None:
@@ -163,7 +165,7 @@ class Resize(Stage):
         super().__init__()
         self.size, self.crop, self.interpolation = size, crop, interpolation
 
-    def apply(self, view: ViewDict) -> ViewDict:
+    def apply(self, view: ViewDict, params: dict) -> ViewDict:
         image = view["image"]
         if self.size is None and not batch_images.is_ragged(image):
             return view
@@ -190,9 +192,14 @@ class RandomHorizontalFlip(Stage):
         super().__init__()
         self.p = p
 
-    def apply(self, view: ViewDict) -> ViewDict:
+    def draw(self, view: ViewDict) -> dict:
+        """``flip`` ``[B]`` bool: the samples mirrored."""
+        image = view["image"]
+        return {"flip": torch.rand(image.shape[0], device=image.device) < self.p}
+
+    def apply(self, view: ViewDict, params: dict) -> ViewDict:
         image, mask = view["image"], view.get("mask")
-        index = (torch.rand(image.shape[0], device=image.device) < self.p).nonzero().squeeze(1)
+        index = params["flip"].nonzero().squeeze(1)
         if mask is not None:
             check_mask(image, mask)
         for key in ("image", "mask"):

@@ -24,8 +24,11 @@ ViewDict = dict[str, torch.Tensor]
 
 
 class Stage(nn.Module):
-    """Base of all stages: ``forward(view) -> view``. Subclasses implement ``apply``.
-    ``needs_float``: the stage wants float images in [0, 1] (False for stages that only move
+    """Base of all stages: ``forward(view, params=None) -> view``. A subclass implements
+    ``draw(view) -> params`` (every random value of every sample, from torch's generator; ``{}``
+    for a deterministic stage) and ``apply(view, params) -> view`` (no randomness): Kornia's
+    split of generating parameters and applying them. Calling ``draw`` then ``apply`` hands the
+    parameters back to the caller, and ``apply`` replays them. ``needs_float``: the stage wants float images in [0, 1] (False for stages that only move
     pixels, which run on uint8 when they come first). ``whole_batch``: the stage works across
     samples (background donors) and sees the whole batch, never a chunk of it. ``uses_mask``:
     the stage reads the foreground mask (a ``MultiView`` without such a stage leaves masks out
@@ -35,10 +38,14 @@ class Stage(nn.Module):
     whole_batch = False
     uses_mask = False
 
-    def forward(self, view: ViewDict) -> ViewDict:
-        return self.apply(dict(view))
+    def forward(self, view: ViewDict, params: dict | None = None) -> ViewDict:
+        view = dict(view)
+        return self.apply(view, self.draw(view) if params is None else params)
 
-    def apply(self, view: ViewDict) -> ViewDict:
+    def draw(self, view: ViewDict) -> dict:
+        return {}
+
+    def apply(self, view: ViewDict, params: dict) -> ViewDict:
         raise NotImplementedError
 
 
@@ -74,14 +81,21 @@ class KorniaStage(Stage):
         if self.geometric:
             self.sequence = K.AugmentationSequential(augmentation, data_keys=["input", "mask"])
 
-    def apply(self, view: ViewDict) -> ViewDict:
+    def draw(self, view: ViewDict) -> dict:
+        shape = view["image"].shape
+        if self.geometric and view.get("mask") is not None:
+            return {"kornia": self.sequence.forward_parameters(shape)}
+        return {"kornia": self.augmentation.forward_parameters(shape)}
+
+    def apply(self, view: ViewDict, params: dict) -> ViewDict:
         image, mask = view["image"], view.get("mask")
         if self.geometric and mask is not None:
             check_mask(image, mask)
-            out, moved = self.sequence(image, mask.to(image.dtype), data_keys=["input", "mask"])
+            out, moved = self.sequence(image, mask.to(image.dtype), data_keys=["input", "mask"],
+                                       params=params["kornia"])
             view["image"], view["mask"] = out, moved > 0.5
         else:
-            view["image"] = self.augmentation(image)
+            view["image"] = self.augmentation(image, params=params["kornia"])
         return view
 
 
@@ -103,7 +117,7 @@ class Normalize(Stage):
             self.mean.copy_(torch.tensor(mean).view(1, -1, 1, 1))
             self.std.copy_(torch.tensor(std).view(1, -1, 1, 1))
 
-    def apply(self, view: ViewDict) -> ViewDict:
+    def apply(self, view: ViewDict, params: dict) -> ViewDict:
         image = view["image"]
         scale = (1.0 / self.std).to(image.dtype)
         bias = -self.mean.to(image.dtype) * scale

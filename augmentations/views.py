@@ -22,21 +22,16 @@ from .geometry import CenterCrop, RandomResizedCrop
 from .stages import Normalize, Stage, View, ViewDict
 
 
-def _drop_recipe_state(module, state_dict, prefix, local_metadata) -> None:
-    for key in [k for k in state_dict if k.startswith(prefix)]:
-        del state_dict[key]
-
-
-def _ignore_recipe_state(module, state_dict, prefix, *args) -> None:
-    """A recipe has no learned state: checkpoints neither carry nor require its buffers
-    (Kornia keeps sampling ranges there), so changing the recipe never breaks loading."""
-    for key in [k for k in state_dict if k.startswith(prefix)]:
-        del state_dict[key]
-    for name, sub in module.named_modules():
-        path = prefix + (name + "." if name else "")
-        for key, tensor in list(sub._parameters.items()) + list(sub._buffers.items()):
-            if tensor is not None and key not in sub._non_persistent_buffers_set:
-                state_dict[path + key] = tensor
+def _stateless(recipe: nn.Module) -> None:
+    """A recipe has no learned state: every tensor it holds (Kornia keeps sampling ranges in
+    buffers) becomes a non-persistent buffer, so checkpoints neither carry nor require it and
+    changing the recipe never breaks loading a checkpoint."""
+    for module in recipe.modules():
+        for name, parameter in list(module.named_parameters(recurse=False)):
+            delattr(module, name)
+            module.register_buffer(name, parameter.detach(), persistent=False)
+        for name, buffer in list(module.named_buffers(recurse=False)):
+            module.register_buffer(name, buffer, persistent=False)
 
 
 def count_views(module: nn.Module) -> int:
@@ -90,8 +85,7 @@ class MultiView(nn.Module):
         self.views = nn.ModuleList(views)
         self.eval_view = eval_view if eval_view is not None else View([Normalize()])
         self.background_swap = background_swap
-        self._register_state_dict_hook(_drop_recipe_state)
-        self._register_load_state_dict_pre_hook(_ignore_recipe_state, with_module=True)
+        _stateless(self)
 
     @property
     def num_views(self) -> int:

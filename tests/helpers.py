@@ -84,3 +84,17 @@ def invoke(args, cwd, capfd, monkeypatch):
 class Completed(__import__("subprocess").CompletedProcess):
     def __iter__(self):
         return iter((self.returncode, self.stdout, self.stderr))
+
+
+def record_draws(module):
+    """The parameters every later call of ``module`` draws (a stage's or BackgroundSwap's
+    ``draw``, which it hands back), in a list that grows with each call."""
+    draws = []
+    draw = module.draw
+
+    def recording(*args, **kwargs):
+        draws.append(draw(*args, **kwargs))
+        return draws[-1]
+
+    module.draw = recording
+    return draws

@@ -13,6 +13,7 @@ from sslkit.augmentations import (
     RepeatedView,
     View,
 )
+from helpers import record_draws
 from sslkit.augmentations.background import partner_permutation
 
 
@@ -33,7 +34,8 @@ def pixels(image, where):
 def test_bg_rm_keeps_foreground_bit_identical_and_fills_background(fill):
     view = scenes()
     stage = BackgroundRemove(p=1.0, fill=fill, grey_level=0.3, dataset_mean=(0.1, 0.2, 0.3), blur_sigma=0.25)
-    out = stage(view)["image"]
+    params = stage.draw(view)
+    out = stage(view, params)["image"]
     fg = view["mask"].expand_as(out)
     assert torch.equal(out[fg], view["image"][fg])
     for i in range(out.shape[0]):
@@ -48,7 +50,7 @@ def test_bg_rm_keeps_foreground_bit_identical_and_fills_background(fill):
             blurred = TF.gaussian_blur(view["image"][i], [13, 13], [sigma, sigma])
             expected = pixels(blurred, background)
         else:
-            level = {"grey": 0.3, "black": 0.0}.get(fill, float(stage.last_params["fill"][i]))
+            level = {"grey": 0.3, "black": 0.0}.get(fill, float(params["grey"][i]))
             expected = torch.full_like(bg, level)
         assert torch.allclose(bg, expected, atol=1e-5)
 
@@ -56,8 +58,9 @@ def test_bg_rm_keeps_foreground_bit_identical_and_fills_background(fill):
 def test_bg_random_takes_partner_background_and_keeps_foreground():
     view = scenes()
     stage = BackgroundRandom(p=1.0, donor_hole="leak")
-    out = stage(view)["image"]
-    partner = stage.last_params["partner"]
+    params = stage.draw(view)
+    out = stage(view, params)["image"]
+    partner = params["partner"]
     assert not torch.any(partner == torch.arange(len(partner)))
     for i, j in enumerate(partner.tolist()):
         fg = view["mask"][i].expand(3, -1, -1)
@@ -68,8 +71,9 @@ def test_bg_random_takes_partner_background_and_keeps_foreground():
 def test_bg_random_fills_the_donor_hole_with_the_donor_background_mean():
     view = scenes()
     stage = BackgroundRandom(p=1.0, donor_hole="mean")
-    out = stage(view)["image"]
-    for i, j in enumerate(stage.last_params["partner"].tolist()):
+    params = stage.draw(view)
+    out = stage(view, params)["image"]
+    for i, j in enumerate(params["partner"].tolist()):
         hole = view["mask"][j] & ~view["mask"][i]
         donor_bg = pixels(view["image"][j], ~view["mask"][j]).mean(1, keepdim=True)
         assert torch.allclose(pixels(out[i], hole), donor_bg.expand(3, int(hole.sum())))
@@ -82,8 +86,8 @@ def test_bg_swaps_positive_and_hard_negative():
     image, mask = view["image"], view["mask"]
     assert made.query["image"] is image
     assert made.negative_valid.all()
-    bg_donor = swap.last_params["background_donor"].tolist()
-    fg_donor = swap.last_params["foreground_donor"].tolist()
+    bg_donor = made.params["background_donor"].tolist()
+    fg_donor = made.params["foreground_donor"].tolist()
     for i in range(len(image)):
         j, k = bg_donor[i], fg_donor[i]
         assert j != i and k != i
@@ -114,9 +118,10 @@ def test_masks_outside_the_foreground_range_are_never_augmented():
     view["mask"][:4] = True            # all foreground
     view["mask"][4:8] = False          # all background
     for stage in (BackgroundRemove(p=1.0), BackgroundRandom(p=1.0)):
-        out = stage(dict(view))["image"]
+        params = stage.draw(view)
+        out = stage(dict(view), params)["image"]
         assert torch.equal(out[:8], view["image"][:8])
-        assert stage.last_params["chosen"][8:].all()
+        assert params["chosen"][8:].all()
     swap = BackgroundSwap(p=1.0)
     made = swap(view)
     assert not made.negative_valid[:8].any()
@@ -127,8 +132,7 @@ def test_masks_outside_the_foreground_range_are_never_augmented():
 def test_per_sample_probability_holds_statistically(stage):
     chosen = []
     for _ in range(50):
-        stage(scenes(n=64))
-        chosen.append(stage.last_params["chosen"].float())
+        chosen.append(stage.draw(scenes(n=64))["chosen"].float())
     rate = torch.cat(chosen).mean()
     assert abs(float(rate) - 0.3) < 0.03  # 3200 draws: standard error 0.008
 
@@ -169,8 +173,9 @@ def test_multiview_feeds_query_positive_and_negative_to_the_right_recipes():
     batch["image"] = (batch["image"] * 255).to(torch.uint8)
     identity = View([])
     recipe = MultiView([identity, RepeatedView(identity, 2)], background_swap=BackgroundSwap(p=1.0))
+    draws = record_draws(recipe.background_swap)
     views = recipe(batch)
-    swap = recipe.background_swap.last_params
+    swap = draws[-1]
     assert len(views) == 3
     query = batch["image"].float() / 255
     assert torch.equal(views[0]["image"], query)

@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers import tiny_byol, tiny_data, tiny_moco, tiny_swav, tiny_trainer
+from helpers import record_draws, tiny_byol, tiny_data, tiny_moco, tiny_swav, tiny_trainer
 from sslkit.augmentations import BackgroundRemove, BackgroundSwap, BYOLViews, MoCoV2Views, MultiCropViews
 
 
@@ -50,11 +50,32 @@ def test_byol_and_swav_take_the_positive_only_form(tmp_path):
         tiny_byol(augment=BYOLViews(crop_size=32, blur_p=(0.0, 0.0), background_swap=BackgroundSwap()))
     byol = tiny_byol(augment=BYOLViews(crop_size=32, blur_p=(0.0, 0.0),
                                        background_swap=BackgroundSwap(p=0.5, hard_negative=False)))
+    draws = record_draws(byol.augment.background_swap)
     tiny_trainer(tmp_path, max_steps=2).fit(byol, tiny_data())
-    swapped = byol.augment.background_swap.last_params
-    assert swapped["chosen"].any() and "negative_valid" not in swapped  # positives swapped, no negative made
+    assert len(draws) == 2 and all(d["chosen"].any() and "negative_valid" not in d for d in draws)
     assert torch.isfinite(byol.trainer.callback_metrics["train/loss"])
     swav = tiny_swav(augment=MultiCropViews(global_size=32, local_size=16, num_local=2, blur_p=0.0,
                                             background_swap=BackgroundSwap(p=0.5, hard_negative=False)))
+    draws = record_draws(swav.augment.background_swap)
     tiny_trainer(tmp_path, max_steps=2).fit(swav, tiny_data())
+    assert len(draws) == 2 and all(d["chosen"].any() and "negative_valid" not in d for d in draws)
     assert torch.isfinite(swav.trainer.callback_metrics["train/loss"])
+
+
+def test_swav_crops_see_the_query_in_crop_0_and_swapped_positives_in_every_other():
+    """SwAV's multi-crop with BG_Swaps (positive part only): with the same draws, global crop 0
+    is the same with and without the swap, and every other crop changes."""
+    data = tiny_data()
+    data.setup("fit")
+    batch = next(iter(data.train_dataloader()))
+
+    def views(p):
+        torch.manual_seed(0)
+        recipe = MultiCropViews(global_size=32, local_size=16, num_local=2, blur_p=0.0,
+                                background_swap=BackgroundSwap(p=p, hard_negative=False, foreground_range=(0.0, 1.0)))
+        return recipe(batch)
+
+    swapped, plain = views(1.0), views(0.0)
+    assert len(swapped) == 4 and all("hard_negative" not in view for view in swapped)
+    assert torch.equal(swapped[0]["image"], plain[0]["image"])
+    assert all(not torch.equal(a["image"], b["image"]) for a, b in zip(swapped[1:], plain[1:]))

@@ -5,6 +5,7 @@ would again tell the query from its negative."""
 import pytest
 import torch
 
+from helpers import record_draws
 from sslkit.augmentations import BackgroundRandom, BackgroundRemove, BackgroundSwap, MultiView, RepeatedView, View
 from sslkit.augmentations.background import partner_permutation
 
@@ -39,16 +40,18 @@ def test_the_negative_shows_the_query_background_as_the_query_view_shows_it(kind
         augment = MultiView([View(background_stages(kind)), View(background_stages(kind))], background_swap=swap)
     batch = scenes()
     torch.manual_seed(0)
+    draws = record_draws(swap)
     views = augment(batch)
+    donor = draws[-1]["foreground_donor"]
     valid = views[1]["hard_negative_valid"]
     assert valid.all()
     query, negative = views[0]["image"], views[1]["hard_negative"]
-    negative_mask = batch["mask"][swap.last_params["foreground_donor"]]
+    negative_mask = batch["mask"][donor]
     where = shared_background(batch["mask"], negative_mask)
     assert torch.equal(negative[where], query[where])  # every negative, pixel for pixel
     assert not torch.equal(query[where], batch["image"][where])  # the stages did replace the background
     inside = negative_mask.expand(-1, 3, -1, -1)  # and the object is the foreign one
-    assert torch.equal(negative[inside], batch["image"][swap.last_params["foreground_donor"]][inside])
+    assert torch.equal(negative[inside], batch["image"][donor][inside])
 
 
 def test_the_negative_follows_the_query_on_whole_images_of_different_sizes():
@@ -62,8 +65,9 @@ def test_the_negative_follows_the_query_on_whole_images_of_different_sizes():
     swap = BackgroundSwap(p=1.0, donor_hole="leak")
     augment = MultiView([View([BackgroundRemove(p=1.0, fill="black")]), View([BackgroundRemove(p=1.0)])],
                         background_swap=swap)
+    draws = record_draws(swap)
     views = augment(batch)
-    for i, j in enumerate(swap.last_params["foreground_donor"].tolist()):
+    for i, j in enumerate(draws[-1]["foreground_donor"].tolist()):
         size = batch["image"][i].shape[-2:]
         foreign = torch.nn.functional.interpolate(batch["mask"][j][None].float(), size=tuple(size),
                                                   mode="nearest-exact")[0] > 0.5
@@ -79,6 +83,7 @@ def test_background_stages_draw_partners_only_among_the_views_that_still_need_th
     assert torch.equal(index // 4, torch.arange(12) // 4) and (index != torch.arange(12)).all()
     stage = BackgroundRandom(p=1.0)
     augment = RepeatedView(View([stage]), 3, background_swap=BackgroundSwap(p=1.0))
+    draws = record_draws(stage)
     augment(scenes(n=8))
-    partners = stage.last_params["partner"]  # the last call: the two positives, 8 images each
+    partners = draws[-1]["partner"]  # the last call: the two positives, 8 images each
     assert partners.shape == (16,) and torch.equal(partners // 8, torch.arange(16) // 8)

@@ -5,7 +5,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from helpers import tiny_byol, tiny_data, tiny_moco, tiny_swav, tiny_trainer
+from helpers import record_draws, tiny_byol, tiny_data, tiny_moco, tiny_swav, tiny_trainer
 from sslkit.methods import BYOL, MoCoV2, SwAV
 
 
@@ -82,11 +82,14 @@ def test_stop_and_resume_equals_an_uninterrupted_run(tmp_path, build, accumulate
 
 
 class RecordCropBoxes(pl.Callback):
-    def __init__(self):
-        self.boxes = []
+    """The crop boxes of every training batch, as the crop stage hands them back."""
 
-    def on_train_batch_start(self, trainer, module, batch, batch_idx):
-        self.boxes.append(module.augment.views[0].stages[0].last_boxes.clone())
+    def on_fit_start(self, trainer, module):
+        self.draws = record_draws(module.augment.views[0].stages[0])
+
+    @property
+    def boxes(self):
+        return [draw["boxes"] for draw in self.draws]
 
 
 def test_micro_batches_of_one_step_draw_their_own_augmentation(tmp_path):

@@ -51,11 +51,12 @@ def test_each_view_is_torchvision_resized_crop_of_its_own_box(dtype, mode):
     if dtype == torch.float32:
         images = images.float() / 255
     stage = RandomResizedCrop(48, scale=(0.08, 1.0), interpolation=mode)
-    out = stage({"image": images})["image"]
+    params = stage.draw({"image": images})
+    out = stage.apply({"image": images}, params)["image"]
     interpolation = {"bilinear": T.InterpolationMode.BILINEAR, "bicubic": T.InterpolationMode.BICUBIC}[mode]
     assert out.shape == (6, 3, 48, 48) and out.dtype == dtype
-    assert len({tuple(b) for b in stage.last_boxes.tolist()}) == 6  # a box per sample
-    for image, box, view in zip(images, stage.last_boxes.tolist(), out):
+    assert len({tuple(b) for b in params["boxes"].tolist()}) == 6  # a box per sample
+    for image, box, view in zip(images, params["boxes"].tolist(), out):
         assert torch.equal(view, TF.resized_crop(image, *box, [48, 48], interpolation=interpolation, antialias=True))
 
 
@@ -64,8 +65,9 @@ def test_masks_follow_the_same_boxes_exactly():
     mask = torch.rand(1, 1, 300, 400) > 0.5
     image = mask.expand(-1, 3, -1, -1).to(torch.uint8) * 255
     stage = RandomResizedCrop(64, scale=(0.1, 1.0))
-    out = View([stage])({"image": image, "mask": mask})
-    top, left, h, w = stage.last_boxes[0].tolist()
+    params = stage.draw({"image": image, "mask": mask})
+    out = stage({"image": image, "mask": mask}, params)
+    top, left, h, w = params["boxes"][0].tolist()
     expected = TF.resized_crop(mask[0].float(), top, left, h, w, [64, 64],
                                interpolation=T.InterpolationMode.NEAREST_EXACT) > 0.5
     assert torch.equal(out["mask"][0], expected)
@@ -75,8 +77,8 @@ def test_colour_jitter_equals_torchvision_per_sample_in_its_own_order():
     torch.manual_seed(0)
     images = torch.rand(64, 3, 12, 12)
     stage = ColorJitter(0.4, 0.4, 0.4, 0.1, p=1.0)
-    out = View([stage])({"image": images})["image"]
-    params = stage.last_params
+    params = stage.draw({"image": images})
+    out = stage({"image": images}, params)["image"]
     adjust = [TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue]
     for i in range(len(images)):
         expected = images[i]
@@ -89,7 +91,7 @@ def test_colour_jitter_equals_torchvision_per_sample_in_its_own_order():
 
 def test_colour_jitter_draws_follow_torchvision_ranges_and_probability():
     stage = ColorJitter(0.4, 0.3, 0.2, 0.1, p=0.8)
-    params = stage.draw(20_000, torch.device("cpu"))
+    params = stage.draw({"image": torch.zeros(20_000, 3, 1, 1)})
     factors = params["factors"]
     for i, (lo, hi) in enumerate([(0.6, 1.4), (0.7, 1.3), (0.8, 1.2), (-0.1, 0.1)]):
         assert lo <= float(factors[:, i].min()) and float(factors[:, i].max()) <= hi

@@ -229,8 +229,9 @@ def test_background_stages_work_on_whole_images_of_different_sizes():
         assert torch.equal(out[mask.expand(3, -1, -1)], image[mask.expand(3, -1, -1)])
         assert (out[~mask.expand(3, -1, -1)] == 0).all()
     stage = BackgroundRandom(p=1.0, donor_hole="mean")
-    mixed = stage(dict(batch))["image"]
-    for i, j in enumerate(stage.last_params["partner"].tolist()):
+    params = stage.draw(batch)
+    mixed = stage(dict(batch), params)["image"]
+    for i, j in enumerate(params["partner"].tolist()):
         donor = resized(background_only(batch["image"][j][None], batch["mask"][j][None], "mean")[0],
                         batch["image"][i].shape[-2:])
         background = ~batch["mask"][i].expand(3, -1, -1)
@@ -239,7 +240,7 @@ def test_background_stages_work_on_whole_images_of_different_sizes():
     views = RepeatedView(View([BackgroundRemove(p=1.0), RandomResizedCrop(24)]), 2, background_swap=swap)(batch)
     assert views[0]["image"].shape == (5, 3, 24, 24) and views[1]["hard_negative"].shape == (5, 3, 24, 24)
     inputs = swap(dict(batch))
-    for i, j in enumerate(swap.last_params["foreground_donor"].tolist()):  # another object on the query's background
+    for i, j in enumerate(inputs.params["foreground_donor"].tolist()):  # another object on the query's background
         size = batch["image"][i].shape[-2:]
         own = background_only(batch["image"][i][None], batch["mask"][i][None], "mean")[0]
         expected = composite(resized(batch["image"][j], size), resized(batch["mask"][j], size, nearest=True), own)
