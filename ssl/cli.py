@@ -189,6 +189,8 @@ def renamed_config_keys(argv: list[str]) -> list[str]:
 
 class SSLKitCLI(LightningCLI):
     def __init__(self, args=None, run: bool = True, instantiate_trainer: bool = True) -> None:
+        if os.getcwd() not in sys.path:  # a method or stage of the user's own (class_path: mymodule.MyMethod),
+            sys.path.append(os.getcwd())  # as `python -m` would find it; last, so nothing of theirs shadows a library
         self._with_trainer = instantiate_trainer
         argv = list(sys.argv[1:] if args is None else args)
         renamed = renamed_config_keys(argv)

@@ -74,6 +74,17 @@ def paths(tmp_path_factory):
     return {"root": root, "ckpt": ckpt}
 
 
+def reader_files() -> dict[str, str]:
+    """Files the docs ask the reader to write: fenced blocks whose first line is ``# <name>``."""
+    files = {}
+    for doc in DOCS:
+        for _, body in fenced_blocks(doc.read_text()):
+            first = body.splitlines()[0] if body.strip() else ""
+            if re.fullmatch(r"# [\w.-]+\.(py|yaml)", first):
+                files[first[2:]] = body
+    return files
+
+
 def substituted(command: str, paths: dict) -> list[str]:
     """The command's words with the docs' placeholders replaced by real paths."""
     root, words, dirs = paths["root"], [], 0
@@ -136,6 +147,9 @@ def test_the_docs_show_the_commands_this_test_resolves():
 def test_every_documented_command_is_accepted(command, paths, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["sslkit"])
+    for name, body in reader_files().items():
+        (tmp_path / name).write_text(body)
+    monkeypatch.syspath_prepend(str(tmp_path))
     resolve(substituted(command, paths))
 
 

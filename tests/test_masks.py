@@ -3,12 +3,8 @@ import pytest
 import torch
 from PIL import Image
 
-from sslkit.augmentations.masks import (
-    BorderContrastSaliency,
-    SaliencyMasker,
-    load_saliency_model,
-    write_masks,
-)
+from sslkit.commands.masks import write_masks
+from sslkit.commands.saliency import BorderContrastSaliency, SaliencyMasker, load_saliency_model
 from sslkit.data.files import mask_path
 from sslkit.data.synthetic import render_scenes
 

@@ -41,11 +41,14 @@ def test_state_does_not_grow_with_steps(build):
 
 
 def test_one_queue_and_one_set_of_prototypes():
+    from sslkit.nn.queue import FeatureQueue, NegativeQueue
+
     moco = tiny_moco(queue_size=64)
-    queues = [name for name, t in moco.state_dict().items() if tuple(t.shape) == (64, 16)]
-    assert queues == ["queue.keys"]
+    queues = {name: type(m) for name, m in moco.named_modules() if isinstance(m, FeatureQueue)}
+    assert queues == {"queue": NegativeQueue} and moco.queue.keys.shape == (64, 16)
     swav = tiny_swav(queue_size=32)
-    queues = [name for name, t in swav.state_dict().items() if tuple(t.shape) == (32, 16)]
-    assert queues == ["queues.0.keys", "queues.1.keys"]  # one queue per global crop, as in SwAV
+    queues = {name: type(m) for name, m in swav.named_modules() if isinstance(m, FeatureQueue)}
+    assert queues == {"queues.0": FeatureQueue, "queues.1": FeatureQueue}  # one per global crop, as in SwAV
+    assert all(swav.queues[i].keys.shape == (32, 16) for i in range(2))
     prototypes = [n for n, p in swav.named_parameters() if "prototypes" in n]
     assert prototypes == ["prototypes.weight"]

@@ -19,10 +19,30 @@ def test_training_updates_queue_and_key_encoder_stays_gradient_free(tmp_path):
     assert model.eval().backbone(torch.randn(2, 3, 32, 32)).shape == (2, model.backbone.dim)
 
 
-def test_symmetric_loss_enqueues_both_views(tmp_path):
-    model = tiny_moco(symmetric=True)
-    tiny_trainer(tmp_path, max_steps=1).fit(model, tiny_data())
-    assert int(model.queue.ptr) == 2 * 16
+def test_symmetric_loss_is_the_mean_of_both_directions_and_enqueues_both_keys():
+    """MoCo's symmetric variant: 0.5 (L(q1, k2) + L(q2, k1)), both against the queue as it
+    was before the step, then both keys enter the queue (k2 first)."""
+    torch.manual_seed(0)
+    model = tiny_moco(symmetric=True, batchnorm="plain", temperature=0.2).train()
+    x1, x2 = torch.rand(8, 3, 32, 32), torch.rand(8, 3, 32, 32)
+    queue = model.queue.keys.clone()
+
+    def encode(backbone, projector, x):
+        return F.normalize(projector(backbone(x)), dim=1)
+
+    def reference(q, k):
+        logits = torch.cat([(q * k).sum(1, keepdim=True), q @ queue.T], 1) / 0.2
+        return F.cross_entropy(logits, torch.zeros(8, dtype=torch.long))
+
+    with torch.no_grad():
+        q1, q2 = encode(model.backbone, model.projector, x1), encode(model.backbone, model.projector, x2)
+        k1 = encode(model.momentum_backbone, model.momentum_projector, x1)
+        k2 = encode(model.momentum_backbone, model.momentum_projector, x2)
+        expected = 0.5 * (reference(q1, k2) + reference(q2, k1))
+        loss, _ = model.step([{"image": x1}, {"image": x2}])
+    assert torch.allclose(loss, expected, atol=1e-6)
+    assert int(model.queue.ptr) == 16
+    assert torch.allclose(model.queue.keys[:16], torch.cat([k2, k1]), atol=1e-6)
 
 
 def test_queue_smaller_than_global_batch_is_a_clear_error(tmp_path):

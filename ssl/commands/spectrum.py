@@ -42,7 +42,7 @@ def probe_config_shared(argv: list[str], parser: ArgumentParser) -> list[str]:
     commands; its probe-only options are left out here, so spectrum declares only its own."""
     import yaml
 
-    accepted = {action.dest.split(".")[0] for action in parser._actions}
+    accepted = {key.split(".")[0] for key in parser.get_defaults().keys()}
     out, i = [], 0
     while i < len(argv):
         if argv[i] in ("-c", "--config") and i + 1 < len(argv) and Path(argv[i + 1]).is_file():

@@ -18,12 +18,11 @@ import torch
 from lightning_fabric.utilities.apply_func import move_data_to_device
 from torch.utils.data import DataLoader, Dataset, Subset, default_collate
 
+from sslkit.augmentations.stages import IMAGENET_MEAN, IMAGENET_STD
+
 from .decode import ImageDecodeError, decode_on_device, fit_size
 from .sampler import ResumableSampler
 
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class SSLDataModule(pl.LightningDataModule):

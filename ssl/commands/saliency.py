@@ -1,20 +1,14 @@
-"""Foreground masks for the background augmentations.
+"""Saliency models for foreground masks, and the masker that thresholds their maps.
 
-Three sources: the dataset itself (``SyntheticScenes`` renders exact masks), a
-mask folder mirroring the image folder (``ImageFolderData(mask_root=...)``), or a saliency
-model run once over the images by ``write_masks`` / ``sslkit masks``, which writes that
-folder. A saliency model is any ``nn.Module`` or callable mapping float images
-``[B,3,H,W]`` in [0, 1] to a saliency map ``[B,1,H,W]`` (or ``[B,H,W]``); ``SaliencyMasker``
-min-max normalises each map and thresholds it at 0.5 (the post-processing of saliency maps
-in Ryali et al. 2021, arXiv 2103.12719, for background augmentations).
+A saliency model is any ``nn.Module`` or callable mapping float images ``[B,3,H,W]`` in
+[0, 1] to a saliency map ``[B,1,H,W]`` (or ``[B,H,W]``); ``SaliencyMasker`` min-max normalises
+each map and thresholds it at 0.5 (the post-processing of saliency maps in Ryali et al. 2021,
+arXiv 2103.12719, for background augmentations). ``sslkit masks`` runs one over a folder.
 """
 from __future__ import annotations
 
 import importlib
-import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import kornia.filters
 import numpy as np
@@ -22,12 +16,6 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
-from torchvision.datasets.folder import IMG_EXTENSIONS
-from tqdm.auto import tqdm
-
-from sslkit.data.decode import ImageDecodeError, as_chw, open_image
-from sslkit.data.files import image_files, mask_path
 
 SaliencyModel = Callable[[torch.Tensor], torch.Tensor]
 
@@ -160,109 +148,3 @@ class SaliencyMasker:
         if saliency.shape[-2:] != size:
             saliency = F.interpolate(saliency, size, mode="bilinear", align_corners=False)
         return saliency > self.threshold
-
-
-class _Images(Dataset):
-    def __init__(self, files: list[Path]) -> None:
-        self.files = files
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, index: int):
-        path = self.files[index]
-        try:
-            return path, as_chw(open_image(str(path), "RGB"))
-        except ImageDecodeError as err:
-            return path, str(err)
-
-
-def _single(items: list):
-    return items[0]
-
-
-@dataclass
-class MaskReport:
-    """What ``write_masks`` did: files written and skipped (already there), images that
-    could not be read, and the foreground fraction of each written mask."""
-
-    written: int = 0
-    skipped: int = 0
-    failed: list[str] = field(default_factory=list)
-    foreground_fractions: list[float] = field(default_factory=list)
-
-    def summary(self, foreground_range: tuple[float, float] = (0.05, 0.95)) -> str:
-        lines = [f"masks: {self.written} written, {self.skipped} already there, {len(self.failed)} unreadable"]
-        if self.foreground_fractions:
-            fractions = np.asarray(self.foreground_fractions)
-            outside = int(((fractions < foreground_range[0]) | (fractions > foreground_range[1])).sum())
-            lines.append(
-                f"foreground fraction: median {np.median(fractions):.2f}; {outside} of {len(fractions)} "
-                f"outside {list(foreground_range)} (the background stages skip those images)"
-            )
-        lines.extend(f"  unreadable: {message}" for message in self.failed)
-        return "\n".join(lines)
-
-
-def _save_atomically(mask: torch.Tensor, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    Image.fromarray(mask.squeeze(0).cpu().numpy().astype(np.uint8) * 255).save(partial, format="PNG")
-    os.replace(partial, path)
-
-
-def write_masks(
-    images: str | Path,
-    out: str | Path,
-    masker: SaliencyMasker,
-    batch_size: int = 16,
-    device: str | torch.device = "cpu",
-    overwrite: bool = False,
-    skip_unreadable: bool = False,
-    num_workers: int = 0,
-    progress: bool = True,
-) -> MaskReport:
-    """One PNG mask per image under ``images``, mirrored under ``out``.
-
-    Resumable: masks already present are skipped unless ``overwrite``; each file is
-    written to a temporary name and renamed, so an interrupted run leaves no half file.
-    An unreadable image stops the run with its path, or is counted with
-    ``skip_unreadable``.
-    """
-    images, out = Path(images), Path(out)
-    if not images.is_dir():
-        raise FileNotFoundError(f"image folder '{images}' does not exist")
-    files = image_files(images)
-    if not files:
-        raise FileNotFoundError(f"no images ({', '.join(IMG_EXTENSIONS)}) under '{images}'")
-    report = MaskReport()
-    todo = [f for f in files if overwrite or not mask_path(f, images, out).exists()]
-    report.skipped = len(files) - len(todo)
-    if isinstance(masker.model, nn.Module):
-        masker.model.to(device)
-    loader = DataLoader(_Images(todo), batch_size=1, num_workers=num_workers, collate_fn=_single)
-    pending: list[tuple[Path, torch.Tensor]] = []
-
-    def flush() -> None:
-        by_size: dict[tuple[int, int], list[tuple[Path, torch.Tensor]]] = {}
-        for path, image in pending:
-            by_size.setdefault(tuple(image.shape[-2:]), []).append((path, image))
-        for group in by_size.values():
-            masks = masker(torch.stack([image for _, image in group]).to(device))
-            for (path, _), mask in zip(group, masks):
-                _save_atomically(mask, mask_path(path, images, out))
-                report.written += 1
-                report.foreground_fractions.append(float(mask.float().mean()))
-        pending.clear()
-
-    for path, item in tqdm(loader, total=len(todo), desc="masks", unit="img", disable=not progress):
-        if isinstance(item, str):
-            if not skip_unreadable:
-                raise RuntimeError(f"{item} (pass --skip_unreadable true to count and go on)")
-            report.failed.append(item)
-            continue
-        pending.append((path, item))
-        if len(pending) >= batch_size:
-            flush()
-    flush()
-    return report
