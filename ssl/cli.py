@@ -30,7 +30,7 @@ import sslkit.data  # noqa: F401  (registers the DataModules for short class nam
 from sslkit.legacy import fold, new_name
 from sslkit.data import ImageDecodeError
 from sslkit.reliability import AtomicCheckpointIO, PreemptionCheckpoint, find_last_checkpoint
-import sslkit.methods  # noqa: F401
+from sslkit.methods import SSLMethod
 
 
 class FitSummary(pl.Callback):
@@ -243,9 +243,8 @@ class SSLKitCLI(LightningCLI):
                 )
             rank_zero_info(f"sslkit: resuming from {last}")
             self.config_init["fit"]["ckpt_path"] = str(last)
-        check = getattr(self.model, "check_data", None)
-        if check is not None:  # before Lightning creates the log folder; setup() then skips it
-            check(self.datamodule, self.trainer.world_size)
+        if isinstance(self.model, SSLMethod):  # before Lightning creates the log folder (setup checks again)
+            self.model.check_data(self.datamodule, self.trainer.world_size)
 
 
 TOOLS = {

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
+from sslkit.data.contract import data_contract
+
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """``-c`` (a training config, as given to ``sslkit fit``), the checkpoint arguments of
@@ -42,7 +44,9 @@ def from_config(configs: list[str], overrides: list[str]) -> tuple[pl.LightningM
     with warnings.catch_warnings():  # the tool's own command line is not the CLI's: no mix-up to warn of
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
         cli = SSLKitCLI(args=args, run=False, instantiate_trainer=False)
-    if hasattr(cli.model, "check_data"):  # the recipe fitted to the data, as 'sslkit fit' does
+    from sslkit.methods import SSLMethod
+
+    if isinstance(cli.model, SSLMethod):  # the recipe fitted to the data, as 'sslkit fit' does
         cli.model.check_data(cli.datamodule)
     return cli.model, cli.datamodule
 
@@ -113,7 +117,7 @@ def prepared_data(data, device: torch.device):
     from sslkit.data import share_cores
 
     data.setup("validate")
-    share_cores(getattr(data, "num_workers", 0), device)
+    share_cores(data_contract(data).num_workers, device)
     return data
 
 
@@ -121,6 +125,6 @@ def eval_view_of(args, data):
     """The evaluation view of ``args`` with the data module's statistics where none are given."""
     from sslkit.augmentations.recipes import eval_view
 
-    mean = args.mean or getattr(data, "mean", None)
-    std = args.std or getattr(data, "std", None)
+    mean = args.mean or data_contract(data).mean
+    std = args.std or data.std
     return eval_view(args.crop_size, mean, std, args.resize)

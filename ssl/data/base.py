@@ -121,7 +121,7 @@ class SSLDataModule(pl.LightningDataModule):
 
     def state_dict(self) -> dict:
         """Where the training data order stands: the epoch and the samples it consumed."""
-        trainer = getattr(self, "trainer", None)
+        trainer = self.trainer
         if trainer is None:
             return {}
         done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
@@ -130,7 +130,7 @@ class SSLDataModule(pl.LightningDataModule):
     def load_state_dict(self, state: dict) -> None:
         if "epoch" in state:
             self._resume = (int(state["epoch"]), int(state["consumed"]))
-            if getattr(self, "_sampler", None) is not None:
+            if self._sampler is not None:
                 self._sampler.resume(*self._resume)
 
     def val_dataloader(self) -> list[DataLoader]:

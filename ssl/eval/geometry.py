@@ -16,6 +16,8 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import Subset
 
+from sslkit.data.contract import data_contract
+
 from .features import extract_features
 from .knn import knn_predict
 from .plots import plot_geometry
@@ -52,8 +54,7 @@ class GeometryMonitor(pl.Callback):
     @torch.no_grad()
     def measure(self, trainer: pl.Trainer, module: pl.LightningModule) -> dict[str, float]:
         data = trainer.datamodule
-        if not hasattr(data, "eval_loader"):
-            raise ValueError("GeometryMonitor needs an sslkit data module (eval_loader, eval_split, prepare)")
+        data = data_contract(data)
         queries, query_labels = self._features(data, "val", self.num_samples, module)
         bank, bank_labels = self._features(data, "train", self.bank_size, module)
         report = eigenspectrum(queries, self.fit_range)
