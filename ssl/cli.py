@@ -10,6 +10,7 @@ plus the tools around training.
     sslkit probe -c configs/linear_probe.yaml --ckpt_path runs/.../last.ckpt
     sslkit spectrum -c configs/linear_probe.yaml --ckpt_path runs/.../last.ckpt
     sslkit export --ckpt_path runs/.../last.ckpt --out backbone.pth --format torchvision
+    sslkit report -c configs/linear_probe.yaml --ckpt_path A.ckpt B.ckpt --out runs/report
 """
 from __future__ import annotations
 
@@ -254,6 +255,7 @@ TOOLS = {
     "probe": "sslkit.commands.probe",
     "spectrum": "sslkit.commands.spectrum",
     "export": "sslkit.commands.export",
+    "report": "sslkit.commands.report",
 }
 
 

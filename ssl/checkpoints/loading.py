@@ -260,6 +260,7 @@ def load_projector(source: str | Path) -> nn.Module | None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # a 0.2 checkpoint's names: nothing for the user to change
         model = cls(**kwargs)
+    model.on_load_checkpoint(checkpoint)  # parts a method builds from the data (its online classifier)
     try:
         model.load_state_dict(checkpoint["state_dict"], strict=True)
     except RuntimeError as err:

@@ -23,12 +23,13 @@ def safe_types() -> list[type]:
     """The one registry of non-tensor types a checkpoint may hold: ``argparse.Namespace`` and
     every sslkit configuration dataclass that can end up in ``hyper_parameters``."""
     from sslkit.eval.knn import KNNConfig
+    from sslkit.eval.online import OnlineClassifierConfig
     from sslkit.methods.optim import OptimConfig
     from sslkit.methods.speed import SpeedConfig
     from sslkit.nn.backbones import BackboneConfig
     from sslkit.nn.hardness import MoCHi
 
-    return [argparse.Namespace, BackboneConfig, KNNConfig, OptimConfig, SpeedConfig, MoCHi]
+    return [argparse.Namespace, BackboneConfig, KNNConfig, OnlineClassifierConfig, OptimConfig, SpeedConfig, MoCHi]
 
 
 def allow_safe_types() -> None:

@@ -67,7 +67,7 @@ def renamed(argv: list[str]) -> list[str]:
     return out
 
 
-def add_checkpoint_arguments(parser, required: bool = True) -> None:
+def add_checkpoint_arguments(parser, required: bool = True, many: bool = False) -> None:
     """``--ckpt_path`` (any checkpoint ``load_backbone`` reads, or a timm/torchvision model
     name for hub weights) and how to read it: ``--arch``, ``--ckpt_format``, ``--branch``,
     ``--small_stem_padding``. The same flags in every command that takes a backbone, whether
@@ -75,8 +75,12 @@ def add_checkpoint_arguments(parser, required: bool = True) -> None:
     from jsonargparse import ArgumentParser
 
     optional = (lambda t: t | None) if isinstance(parser, ArgumentParser) else (lambda t: t)
-    parser.add_argument("--ckpt_path", type=str, required=required, default=None,
-                        help="checkpoint in any format sslkit reads (README: formats), or a timm model name")
+    if many:
+        parser.add_argument("--ckpt_path", type=str, required=required, nargs="+",
+                            help="checkpoints in any format sslkit reads (README: formats), or timm model names")
+    else:
+        parser.add_argument("--ckpt_path", type=str, required=required, default=None,
+                            help="checkpoint in any format sslkit reads (README: formats), or a timm model name")
     parser.add_argument("--arch", type=optional(str), default=None,
                         help="architecture, where the file does not record it and it is no torchvision ResNet")
     parser.add_argument("--ckpt_format", type=str, default="auto", help="layout of the checkpoint (default: detected)")
@@ -96,14 +100,14 @@ def checkpoint_backbone(args):
     return backbone
 
 
-def add_source_arguments(parser) -> None:
+def add_source_arguments(parser, many: bool = False) -> None:
     """What ``sslkit probe`` and ``sslkit spectrum`` share (jsonargparse): ``-c``, the
     checkpoint arguments, ``--data`` and the evaluation view (``--crop_size``, ``--resize``,
     ``--mean``, ``--std``; mean/std default to the data module's statistics)."""
     from jsonargparse import ActionConfigFile
 
     parser.add_argument("-c", "--config", action=ActionConfigFile)
-    add_checkpoint_arguments(parser)
+    add_checkpoint_arguments(parser, many=many)
     parser.add_subclass_arguments(pl.LightningDataModule, "data", required=True)
     parser.add_argument("--crop_size", type=int, default=224)
     parser.add_argument("--resize", type=int | None, default=None,
@@ -119,6 +123,21 @@ def prepared_data(data, device: torch.device):
     data.setup("validate")
     share_cores(data_contract(data).num_workers, device)
     return data
+
+
+def feature_source(args, backbone, data, device, cache_dir):
+    """The features every instrument of ``probe`` and ``report`` reads: ``backbone`` under the
+    evaluation view of ``args``, cached by checkpoint (its bytes), branch, data and view."""
+    from sslkit.checkpoints import file_digest
+    from sslkit.eval.card import FeatureSource
+
+    view = eval_view_of(args, data).to(device)
+    normalize = view.stages[-1]
+    digest = file_digest(args.ckpt_path) if Path(args.ckpt_path).is_file() else f"hub:{args.ckpt_path}"
+    key = {"checkpoint": digest, "branch": args.branch,
+           "view": {"crop_size": args.crop_size, "resize": args.resize, "mean": normalize.mean.flatten().tolist(),
+                    "std": normalize.std.flatten().tolist()}}
+    return FeatureSource(backbone, data, view, device, key, cache_dir)
 
 
 def eval_view_of(args, data):

@@ -20,15 +20,10 @@ from typing import Literal
 import pytorch_lightning as pl
 from jsonargparse import ArgumentParser
 
-from sslkit.checkpoints import file_digest
-from sslkit.eval.backgrounds import VARIANTS, BackgroundsChallenge
-from sslkit.eval.cache import cached_features, describe
-from sslkit.eval.features import extract_features
-from sslkit.eval.knn import knn_predict
-from sslkit.eval.linear import fit_logistic_regression, linear_probe, topk_accuracy
+from sslkit.eval.card import probe_card
 from sslkit.eval.linear_probe import LinearProbe
 
-from .common import add_source_arguments, checkpoint_backbone, eval_view_of, prepared_data, renamed, resolve_device
+from .common import add_source_arguments, checkpoint_backbone, feature_source, prepared_data, renamed, resolve_device
 
 
 def build_parser() -> ArgumentParser:
@@ -56,36 +51,9 @@ def build_parser() -> ArgumentParser:
 
 
 def fast_probe(args, backbone, data, device) -> dict:
-    view = eval_view_of(args, data).to(device)
-    transform = lambda batch: view(batch)["image"]  # noqa: E731
-    digest = file_digest(args.ckpt_path) if Path(args.ckpt_path).is_file() else f"hub:{args.ckpt_path}"
-
-    def features_of(name: str, dataset):
-        normalize = view.stages[-1]
-        parts = {"checkpoint": digest, "branch": args.branch, "data": describe(data), "split": name,
-                 "view": {"crop_size": args.crop_size, "resize": args.resize, "mean": normalize.mean.flatten().tolist(),
-                          "std": normalize.std.flatten().tolist()}}
-        return cached_features(args.cache_dir, parts, lambda: extract_features(
-            backbone, data.eval_loader(dataset), transform, device, name, prepare=data.prepare))
-
-    train_x, train_y, train_hit = features_of("train", data.eval_split("train"))
-    test_x, test_y, test_hit = features_of("val", data.eval_split("val"))
-    result = linear_probe((train_x, train_y), (test_x, test_y), args.l2_grid, args.val_fraction,
-                          args.max_iter, device)
-    scores = knn_predict(test_x.to(device), train_x.to(device), train_y.to(device), int(train_y.max()) + 1,
-                         args.knn_k, args.knn_temperature)
-    record = {**result.to_dict(), "knn_top1": topk_accuracy(scores, test_y, 1), "n_train": len(train_x),
-              "n_test": len(test_x), "dim": train_x.shape[1], "features_from_cache": train_hit and test_hit}
-    if args.backgrounds:
-        classifier = fit_logistic_regression(train_x, train_y, result.l2, int(train_y.max()) + 1,
-                                             args.max_iter, device)
-        scores = {}
-        for variant in VARIANTS:
-            x, y, _ = features_of(f"val/{variant}", BackgroundsChallenge(data.eval_split("val"), variant))
-            scores[variant] = topk_accuracy(classifier.logits(x.to(device)), y, 1)
-        scores["bg_gap"] = scores["mixed_same"] - scores["mixed_rand"]
-        record["backgrounds_top1"] = scores
-    return record
+    source = feature_source(args, backbone, data, device, args.cache_dir)
+    return probe_card(source, args.l2_grid, args.val_fraction, args.max_iter, args.knn_k, args.knn_temperature,
+                      args.backgrounds)
 
 
 def standard_probe(args, backbone, data, device) -> dict:

@@ -32,6 +32,7 @@ class SSLDataModule(pl.LightningDataModule):
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     whole_images: bool = False
+    has_masks: bool = False
     bad_images: str = "error"
 
     def __init__(

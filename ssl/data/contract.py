@@ -10,8 +10,8 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-CONTRACT = ("batch_size", "num_workers", "image_size", "whole_images", "mean", "std", "decode", "prepare",
-            "eval_loader", "eval_split", "labels", "knn_bank")
+CONTRACT = ("batch_size", "num_workers", "image_size", "whole_images", "has_masks", "mean", "std", "decode",
+            "prepare", "eval_loader", "eval_split", "labels", "knn_bank")
 
 
 @runtime_checkable
@@ -20,7 +20,8 @@ class DataContract(Protocol):
 
     ``batch_size``, ``num_workers``: per device. ``whole_images``: batches hold each image at its
     own size (a list; the crop comes on the device), else a canvas of ``image_size`` px.
-    ``mean``, ``std``: the statistics recipes normalise with where they name none.
+    ``has_masks``: items carry a foreground ``mask``. ``mean``, ``std``: the statistics recipes
+    normalise with where they name none.
     ``decode(batch, device)``: JPEGs the workers left encoded, decoded on ``device``;
     ``prepare(batch, device)``: a loader's batch moved there and decoded. ``eval_loader(dataset)``:
     the loader every evaluator reads through (training's collation and unreadable-image
@@ -32,6 +33,7 @@ class DataContract(Protocol):
     num_workers: int
     image_size: int | None
     whole_images: bool
+    has_masks: bool
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
 

@@ -193,6 +193,10 @@ class ImageFolderData(SSLDataModule):
     def whole_images(self) -> bool:
         return self.image_size is None
 
+    @property
+    def has_masks(self) -> bool:
+        return self.mask_root is not None
+
     def _split(self, name: str) -> ImageFolderDataset:
         masks = self.mask_root / name if self.mask_root else None
         return ImageFolderDataset(self.root / name, self.image_size, masks, self.missing_mask, self.bad_images,

@@ -21,6 +21,8 @@ class SyntheticScenes(SSLDataModule):
     on which the Backgrounds-Challenge variants (``sslkit backgrounds``) measure reliance.
     """
 
+    has_masks = True
+
     def __init__(
         self,
         image_size: int = 32,

@@ -104,3 +104,63 @@ class SimilarityHistogram:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=110)
         plt.close(fig)
+
+
+def plot_report_spectra(cards: list[dict], path: Path) -> None:
+    """The eigenspectra of several checkpoints on one log-log axis (each normalised by its
+    total variance, so spectra of different scales compare by shape)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for i, card in enumerate(cards):
+        values = torch.tensor(card["eigenvalues"], dtype=torch.float64)
+        values = values[values > 0] / values.sum()
+        ax.loglog(torch.arange(1, len(values) + 1), values, color=f"C{i}", lw=1.2,
+                  label=f"{card['name']}: alpha {card['alpha']:.2f}, eff. rank {card['effective_rank']:.0f}")
+    ax.set_xlabel("rank n")
+    ax.set_ylabel("eigenvalue / total variance")
+    ax.set_title("eigenspectra of the val features", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_report_backgrounds(cards: list[dict], path: Path) -> None:
+    """Backgrounds Challenge accuracies, a group of bars per variant, a bar per checkpoint."""
+    plt = _pyplot()
+    variants = ["original", "only_fg", "mixed_same", "mixed_rand"]
+    shown = [c for c in cards if "backgrounds_top1" in c]
+    width = 0.8 / max(1, len(shown))
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for i, card in enumerate(shown):
+        values = [100 * card["backgrounds_top1"][v] for v in variants]
+        ax.bar([j + i * width for j in range(len(variants))], values, width,
+               label=f"{card['name']} (BG-Gap {100 * card['backgrounds_top1']['bg_gap']:.1f})", color=f"C{i}")
+    ax.set_xticks([j + width * (len(shown) - 1) / 2 for j in range(len(variants))], variants)
+    ax.set_ylabel("probe top-1 (%)")
+    ax.set_title("Backgrounds Challenge", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_report_curves(cards: list[dict], path: Path) -> None:
+    """What each run logged by epoch: kNN and online top-1, alpha, effective rank."""
+    plt = _pyplot()
+    panels = [("val/knn_top1", "kNN top-1 (%)", 100), ("val/online_top1", "online top-1 (%)", 100),
+              ("val/alpha", "alpha", 1), ("val/effective_rank", "effective rank", 1)]
+    panels = [p for p in panels if any(p[0] in c.get("curves", {}) for c in cards)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3), squeeze=False)
+    for ax, (key, title, scale) in zip(axes[0], panels):
+        for i, card in enumerate(cards):
+            points = card.get("curves", {}).get(key)
+            if points:
+                ax.plot([e + 1 for e, _ in points], [v * scale for _, v in points], "o-", ms=3, color=f"C{i}",
+                        label=card["name"])
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("epoch")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

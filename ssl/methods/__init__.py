@@ -2,6 +2,7 @@
 them is built on."""
 from sslkit.checkpoints.reading import allow_safe_types
 from sslkit.eval.knn import KNNConfig
+from sslkit.eval.online import OnlineClassifierConfig
 from sslkit.nn.backbones import BackboneConfig
 
 from .byol import BYOL
@@ -14,4 +15,5 @@ from .swav import SwAV
 
 allow_safe_types()  # Lightning's own loads (resume, load_from_checkpoint) read sslkit's configs too
 
-__all__ = ["BYOL", "BackboneConfig", "KNNConfig", "LARS", "MoCoV2", "OptimConfig", "SSLMethod", "SpeedConfig", "SwAV"]
+__all__ = ["BYOL", "BackboneConfig", "KNNConfig", "LARS", "MoCoV2", "OnlineClassifierConfig", "OptimConfig", "SSLMethod",
+           "SpeedConfig", "SwAV"]

@@ -11,6 +11,7 @@ from torch import nn
 
 from sslkit.augmentations import BYOLViews, MultiView
 from sslkit.eval.knn import KNNConfig
+from sslkit.eval.online import OnlineClassifierConfig
 from sslkit.nn.backbones import BackboneConfig
 from sslkit.nn.heads import mlp_head
 from sslkit.nn.losses import byol_loss
@@ -35,7 +36,7 @@ class BYOL(SSLMethod):
         optim: default BYOL's ImageNet recipe (``byol/utils/optimizers.py``, ``schedules.py``):
             LARS (trust 1e-3 on ``||g + wd w||``), lr 0.2 x B/256, wd 1.5e-6, biases and norms
             excluded, 10 warm-up epochs from 0, cosine to 0.
-        speed, knn: see ``SSLMethod``.
+        speed, knn, online_classifier: see ``SSLMethod``.
     """
 
     legacy_names = {"tau_base": "momentum", "tau_final": "momentum_end"}
@@ -52,11 +53,12 @@ class BYOL(SSLMethod):
         optim: OptimConfig | None = None,
         speed: SpeedConfig | None = None,
         knn: KNNConfig | None = None,
+        online_classifier: OnlineClassifierConfig | None = None,
     ) -> None:
         super().__init__(backbone, augment or BYOLViews(), optim or OptimConfig(
             name="lars", lr=0.2, weight_decay=1.5e-6, exclude_bias_and_norm=True, warmup_epochs=10,
             warmup_ends_at_peak=False,
-        ), speed, knn)
+        ), speed, knn, online_classifier)
         self.projector = mlp_head(self.backbone.dim, proj_hidden_dim, proj_output_dim, batch_norm=True)
         self.predictor = mlp_head(proj_output_dim, pred_hidden_dim, proj_output_dim, batch_norm=True)
         self.momentum_backbone = momentum_copy(self.backbone)

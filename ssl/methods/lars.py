@@ -14,7 +14,8 @@ Both scale each tensor's update by a trust ratio, then apply SGD momentum
 ``clip=True`` turns the ratio into ``min(ratio / lr, 1)`` (LARC's ``clip``, solo-learn's
 ``clip_lr``), so no tensor steps faster than plain SGD at the scheduled rate. Parameter groups
 with ``exclude=True`` (biases and normalisation weights where a recipe excludes them) get
-neither weight decay nor the trust ratio: plain momentum SGD.
+neither weight decay nor the trust ratio: plain momentum SGD. Groups with ``adapt=False``
+(the online classifier) get their weight decay but no trust ratio: momentum SGD with decay.
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ class LARS(torch.optim.Optimizer):
         if trust_ratio not in ("byol", "larc"):
             raise ValueError(f"trust_ratio must be 'byol' or 'larc', got '{trust_ratio}'")
         defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, trust_coefficient=trust_coefficient,
-                        trust_ratio=trust_ratio, clip=clip, eps=eps, exclude=False)
+                        trust_ratio=trust_ratio, clip=clip, eps=eps, exclude=False, adapt=True)
         super().__init__(params, defaults)
 
     @staticmethod
@@ -64,7 +65,12 @@ class LARS(torch.optim.Optimizer):
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                update = p.grad if group["exclude"] else self._adapt(p, p.grad, group)
+                if group["exclude"]:
+                    update = p.grad
+                elif not group["adapt"]:
+                    update = p.grad.add(p, alpha=group["weight_decay"])
+                else:
+                    update = self._adapt(p, p.grad, group)
                 state = self.state[p]
                 if "momentum_buffer" not in state:
                     state["momentum_buffer"] = update.clone()

@@ -6,6 +6,9 @@
                 when it names one. What is evaluated and exported.
     augment     ``MultiView``: a uint8 batch -> the views; checked against BG_Swaps.
     optim       ``OptimConfig``; speed: ``SpeedConfig``; knn: ``KNNConfig`` (``val/knn_top1``).
+    online_classifier  ``OnlineClassifierConfig`` or ``None``: a linear layer trained on the
+                detached backbone features of the step (``train/online_top1``,
+                ``val/online_top1``, ``val/online_top5``).
 
 and saves every constructor argument of the method as hyper-parameters. A method (a
 subclass) then builds its heads (``projector`` at least), its momentum copies and its loss,
@@ -23,18 +26,21 @@ and provides:
 
 The hooks below run that contract, in the order Lightning calls them:
 
-    setup                    check_data, prepare, speed (channels_last, compile); the main
+    setup                    check_data, prepare, speed (channels_last, compile), the online
+                             classifier (its classes from the data's labels); the main
                              process's threads shared with the data workers on a CPU
     configure_optimizers     ``plan_schedule`` (the one place where steps are counted:
                              ``schedule.total_steps``, ``schedule.steps_per_epoch``), then
                              ``optim`` over every trainable parameter, warm-up + cosine
     transfer_batch_to_device everything but JPEG bytes, which the data module decodes
     on_after_batch_transfer  JPEGs decoded, reseed, views or evaluation image
-    training_step            step(); a non-finite loss or FloatingPointError goes to the
-                             ``fault_handler`` (``NumericalGuard``) or stops the run
+    training_step            step(), with the backbone's features of the step caught for the
+                             online classifier; a non-finite loss or FloatingPointError goes
+                             to the ``fault_handler`` (``NumericalGuard``) or stops the run
     optimizer_step           after the update, every momentum pair moves
     on_train_epoch_end       data issues (missing masks, unreadable images) logged
-    validation/test          weighted kNN on backbone features
+    validation/test          weighted kNN and the online classifier on backbone features
+    on_load_checkpoint       an online classifier the checkpoint has (or lacks) made to fit
     on_save_checkpoint       class path recorded, hyper-parameters stored as plain data
     teardown                 the process's thread count restored
 """
@@ -58,6 +64,7 @@ from sslkit.augmentations import MultiView
 from sslkit.data.base import seed_from_environment, share_cores, to_device
 from sslkit.data.contract import data_contract
 from sslkit.eval.knn import KNNAccuracy, KNNConfig
+from sslkit.eval.online import OnlineClassifier, OnlineClassifierConfig
 from sslkit.lightning_adapter import batches_started, training_batches
 from sslkit.nn import distributed
 from sslkit.nn.backbones import BackboneConfig
@@ -166,6 +173,7 @@ class SSLMethod(pl.LightningModule):
         optim: OptimConfig,
         speed: SpeedConfig | None = None,
         knn: KNNConfig | None = None,
+        online_classifier: OnlineClassifierConfig | None = None,
     ) -> None:
         super().__init__()
         backbone = as_config(backbone, BackboneConfig)
@@ -178,11 +186,15 @@ class SSLMethod(pl.LightningModule):
         self.speed = as_config(speed or SpeedConfig(), SpeedConfig)
         knn = as_config(knn or KNNConfig(), KNNConfig)
         self.knn = KNNAccuracy(knn.k, knn.temperature)
+        self.online = as_config(online_classifier, OnlineClassifierConfig) if online_classifier is not None else None
+        self.online_classifier: OnlineClassifier | None = None
+        self._caught: list[tuple[tuple[int, int], torch.Tensor]] | None = None
         self.fault_handler: Callable[[str], None] | None = None
         self.data_issues = DataIssues()
         self.schedule = Schedule(0, 0)
         self._prepared = False
         self._threads_before: int | None = None
+        self._without_classifier: dict | None = None
         self.refuse_swap_negative()
 
     @classmethod
@@ -239,6 +251,28 @@ class SSLMethod(pl.LightningModule):
         copies = [copy for online, copy in self.momentum_pairs() if online is self.backbone]
         return [self.backbone, *copies]
 
+    def build_online_classifier(self, num_classes: int, standardize: bool | None = None) -> None:
+        """The online classifier on the backbone's features, and the hook that catches
+        those features whenever the step runs the backbone."""
+        standardize = self.online.standardize if standardize is None else standardize
+        self.online_classifier = OnlineClassifier(self.backbone.dim, num_classes, standardize).to(self.device)
+        self.backbone.register_forward_hook(self._catch_features)
+
+    def _catch_features(self, backbone: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        if self._caught is not None:
+            self._caught.append((tuple(inputs[0].shape[-2:]), output))
+
+    def _online_loss(self, views: list[dict], labels: torch.Tensor | None) -> torch.Tensor | None:
+        """The online classifier's loss on the features the step computed: of the large crops
+        (those at the first view's size) or of every view, each batch of them labelled."""
+        caught, self._caught = self._caught or [], None
+        if labels is None or not caught:
+            return None
+        size = tuple(views[0]["image"].shape[-2:])
+        features = [f for hw, f in caught if self.online.views == "all" or hw == size]
+        features = torch.cat([f for f in features if f.shape[0] % labels.shape[0] == 0])
+        return self.online_classifier.loss(features, labels.repeat(features.shape[0] // labels.shape[0]))
+
     def plan_schedule(self) -> Schedule:
         """The run's optimiser steps, in all and per epoch (the train loader's length after
         ``limit_train_batches``, over gradient accumulation); every schedule in steps (learning
@@ -264,6 +298,15 @@ class SSLMethod(pl.LightningModule):
             self.prepare()
             apply_speed(self, self.speed)
             self._prepared = True
+        if self.online is not None and self.online_classifier is None:
+            num_classes = self.online.num_classes
+            if num_classes is None and trainer.datamodule is not None:
+                num_classes = int(data_contract(trainer.datamodule).labels("train").max()) + 1
+            if num_classes is None or num_classes < 2:
+                rank_zero_warn("model.online_classifier needs labels (or online_classifier.num_classes); it is off "
+                               "for this run")
+            else:
+                self.build_online_classifier(num_classes)
         if trainer.datamodule is not None and self._threads_before is None:
             self._threads_before = share_cores(trainer.datamodule.num_workers, trainer.strategy.root_device,
                                                trainer.num_devices)
@@ -276,7 +319,14 @@ class SSLMethod(pl.LightningModule):
 
     def configure_optimizers(self):
         self.schedule = self.plan_schedule()
-        return configure_optimization(self, self.optim)
+        classifier = None
+        if self.online_classifier is not None:
+            classifier = (list(self.online_classifier.parameters()), self.online)
+        configured = configure_optimization(self, self.optim, classifier)
+        if self._without_classifier is not None:
+            add_classifier_group(self._without_classifier, configured)
+            self._without_classifier = None
+        return configured
 
     def transfer_batch_to_device(self, batch: dict, device: torch.device, dataloader_idx: int) -> dict:
         """Everything to ``device`` but the JPEG bytes the data module decodes there (they stay
@@ -311,15 +361,22 @@ class SSLMethod(pl.LightningModule):
         self.data_issues.count(batch)
         if "views" not in batch:
             return None
+        self._caught = [] if self.online_classifier is not None else None
         try:
             loss, stats = self.step(batch["views"], labels=batch.get("label"))
         except FloatingPointError as err:
+            self._caught = None
             return self._fault(str(err))
         if not torch.isfinite(loss):
+            self._caught = None
             return self._fault(f"non-finite loss ({loss.item()}) at global step {self.global_step}, "
                                f"epoch {self.current_epoch}")
         self.log_dict({"train/loss": loss, **stats})
         self.log("loss", loss, prog_bar=True, logger=False)
+        online = self._online_loss(batch["views"], batch.get("label")) if self.online_classifier is not None else None
+        if online is not None:
+            self.log("train/online_loss", online)
+            return loss + online  # no gradient reaches the backbone: the classifier sees detached features
         return loss
 
     def _fault(self, message: str) -> None:
@@ -343,20 +400,38 @@ class SSLMethod(pl.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         self.data_issues.report(self)
+        if self.online_classifier is not None and self.online_classifier.train_top1.update_count:
+            self.log("train/online_top1", self.online_classifier.train_top1.compute())
+            self.online_classifier.train_top1.reset()
 
     def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
-        """Loader 0 is the kNN bank (train split, no augmentation), loader 1 the queries."""
+        """Loader 0 is the kNN bank (train split, no augmentation), loader 1 the queries, which
+        the online classifier is scored on too."""
         if "label" in batch and "eval_image" in batch:
-            self.knn.update(self.backbone(batch["eval_image"]), batch["label"], bank=dataloader_idx == 0)
+            features = self.backbone(batch["eval_image"])
+            self.knn.update(features, batch["label"], bank=dataloader_idx == 0)
+            if dataloader_idx == 1 and self.online_classifier is not None:
+                self.online_classifier.evaluate(features, batch["label"])
 
     def on_validation_epoch_end(self) -> None:
         self._log_knn()
+        self._log_online()
 
     def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
         self.validation_step(batch, batch_idx, dataloader_idx)
 
     def on_test_epoch_end(self) -> None:
         self._log_knn()
+        self._log_online()
+
+    def _log_online(self) -> None:
+        """``val/online_top1`` and ``val/online_top5`` of the epoch, over all ranks."""
+        classifier = self.online_classifier
+        if classifier is not None and classifier.val_top1.update_count:
+            self.log_dict({"val/online_top1": classifier.val_top1.compute(),
+                           "val/online_top5": classifier.val_top5.compute()}, prog_bar=False)
+            classifier.val_top1.reset()
+            classifier.val_top5.reset()
 
     def _log_knn(self) -> None:
         """``val/knn_top1`` of the epoch when bank and queries both arrived (a split without
@@ -365,6 +440,20 @@ class SSLMethod(pl.LightningModule):
             self.log("val/knn_top1", self.knn.compute(), prog_bar=True)
         self.knn.reset()
 
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """A checkpoint with an online classifier gets one of its shape (``load_from_checkpoint``
+        builds none before loading); a checkpoint without one (sslkit 0.2) leaves this run's
+        fresh one as it is, its optimiser state included."""
+        state = checkpoint.get("state_dict", {})
+        weight = state.get("online_classifier.linear.weight")
+        if weight is not None and self.online_classifier is None:
+            self.build_online_classifier(weight.shape[0], "online_classifier.standardize.mean" in state)
+        elif weight is None and self.online_classifier is not None:
+            rank_zero_warn("the checkpoint has no online classifier: this run's starts fresh")
+            for key, value in self.online_classifier.state_dict(prefix="online_classifier.").items():
+                checkpoint["state_dict"][key] = value
+            self._without_classifier = checkpoint  # its optimiser state gets the group once it exists
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["sslkit_class_path"] = f"{type(self).__module__}.{type(self).__qualname__}"
         hparams = checkpoint.get("hyper_parameters")
@@ -372,3 +461,19 @@ class SSLMethod(pl.LightningModule):
             checkpoint["hyper_parameters"] = {
                 k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) and not isinstance(v, type) else v
                 for k, v in hparams.items()}
+
+
+def add_classifier_group(checkpoint: dict, configured: dict) -> None:
+    """Resume a checkpoint written without an online classifier (sslkit 0.2) into a run with
+    one: the classifier's parameter group (the optimiser's last) joins the stored optimiser and
+    schedule states, as the run's fresh one."""
+    optimizer, scheduler = configured["optimizer"], configured["lr_scheduler"]["scheduler"]
+    for stored in checkpoint.get("optimizer_states", [])[:1]:
+        live = optimizer.state_dict()["param_groups"]
+        if len(stored["param_groups"]) == len(live) - 1:
+            stored["param_groups"].append(live[-1])
+    for stored in checkpoint.get("lr_schedulers", [])[:1]:
+        live = scheduler.state_dict()
+        for key in ("base_lrs", "_last_lr", "lr_lambdas"):
+            if key in stored and len(stored[key]) == len(live[key]) - 1:
+                stored[key].append(live[key][-1])

@@ -14,6 +14,7 @@ from torch import nn
 
 from sslkit.augmentations import MoCoV2Views, MultiView
 from sslkit.eval.knn import KNNConfig
+from sslkit.eval.online import OnlineClassifierConfig
 from sslkit.eval.plots import SimilarityHistogram
 from sslkit.nn import distributed
 from sslkit.nn.backbones import BackboneConfig
@@ -66,7 +67,7 @@ class MoCoV2(SSLMethod):
             joins the (view 1 -> view 2) term; it never enters the queue.
         optim: default ``main_moco.py --cos``: SGD lr 0.03 x B/256, momentum 0.9, wd 1e-4 on
             every parameter, cosine per epoch.
-        speed, knn: see ``SSLMethod``.
+        speed, knn, online_classifier: see ``SSLMethod``.
     """
 
     uses_negatives = True
@@ -94,9 +95,11 @@ class MoCoV2(SSLMethod):
         optim: OptimConfig | None = None,
         speed: SpeedConfig | None = None,
         knn: KNNConfig | None = None,
+        online_classifier: OnlineClassifierConfig | None = None,
     ) -> None:
         super().__init__(backbone, augment or MoCoV2Views(),
-                         optim or OptimConfig(lr=0.03, weight_decay=1e-4, schedule_interval="epoch"), speed, knn)
+                         optim or OptimConfig(lr=0.03, weight_decay=1e-4, schedule_interval="epoch"), speed, knn,
+                         online_classifier)
         if batchnorm not in ("split", "shuffle", "sync", "plain"):
             raise ValueError(f"model.batchnorm must be one of split, shuffle, sync, plain; got '{batchnorm}'")
         if queue_per_view and not symmetric:

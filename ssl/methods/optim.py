@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -9,6 +10,8 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import nn
+
+from sslkit.eval.online import OnlineClassifierConfig
 
 from .lars import TrustRatio
 
@@ -63,10 +66,12 @@ def scaled_lr(config: OptimConfig, global_batch_size: int) -> float:
     return config.lr * global_batch_size / config.reference_batch_size
 
 
-def parameter_groups(module: nn.Module, config: OptimConfig) -> list[dict]:
-    """Trainable parameters, with biases and normalisation weights (1-d tensors) in a group
-    of their own without weight decay or LARS adaptation when the recipe excludes them."""
-    params = [p for p in module.parameters() if p.requires_grad]
+def parameter_groups(module: nn.Module, config: OptimConfig, skip: Sequence[torch.Tensor] = ()) -> list[dict]:
+    """Trainable parameters (but ``skip``), with biases and normalisation weights (1-d
+    tensors) in a group of their own without weight decay or LARS adaptation when the recipe
+    excludes them."""
+    skipped = {id(p) for p in skip}
+    params = [p for p in module.parameters() if p.requires_grad and id(p) not in skipped]
     if not config.exclude_bias_and_norm:
         return [{"params": params}]
     regular = [p for p in params if p.ndim > 1]
@@ -74,8 +79,9 @@ def parameter_groups(module: nn.Module, config: OptimConfig) -> list[dict]:
     return [{"params": regular}, {"params": exempt, "weight_decay": 0.0, "exclude": True}]
 
 
-def build_optimizer(module: nn.Module, config: OptimConfig, global_batch_size: int) -> torch.optim.Optimizer:
-    groups = parameter_groups(module, config)
+def build_optimizer(module: nn.Module, config: OptimConfig, global_batch_size: int,
+                    skip: Sequence[torch.Tensor] = ()) -> torch.optim.Optimizer:
+    groups = parameter_groups(module, config, skip)
     lr = scaled_lr(config, global_batch_size)
     if config.name == "lars":
         from .lars import LARS
@@ -113,12 +119,17 @@ def global_batch_size(module: pl.LightningModule) -> int:
     return trainer.datamodule.batch_size * trainer.world_size * trainer.accumulate_grad_batches
 
 
-def configure_optimization(module: pl.LightningModule, config: OptimConfig) -> dict:
+def configure_optimization(module: pl.LightningModule, config: OptimConfig,
+                           classifier: tuple[list[torch.Tensor], OnlineClassifierConfig] | None = None) -> dict:
     """Optimiser at the batch-scaled peak rate and its warm-up + cosine schedule (``lr_at``),
     stepped every optimiser step or every epoch as the recipe says; the step counts come from
-    ``module.schedule`` (``SSLMethod.plan_schedule``)."""
+    ``module.schedule`` (``SSLMethod.plan_schedule``). ``classifier``: the online classifier's
+    parameters and config, in a last group of their own at the config's learning rate and
+    weight decay (not batch-scaled, never LARS-adapted), on the recipe's schedule shape or
+    constant."""
+    own = classifier[0] if classifier is not None else []
     batch = global_batch_size(module) or config.reference_batch_size
-    optimizer = build_optimizer(module, config, batch)
+    optimizer = build_optimizer(module, config, batch, skip=own)
     peak = scaled_lr(config, batch)
     if peak <= 0:
         raise ValueError(f"optim.lr must be positive, got {config.lr}")
@@ -130,7 +141,16 @@ def configure_optimization(module: pl.LightningModule, config: OptimConfig) -> d
     else:
         total = module.schedule.total_steps
         warmup = int(round(config.warmup_epochs * module.schedule.steps_per_epoch))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_at(
-        step, total, warmup, peak, config.warmup_start_lr, config.final_lr, config.warmup_ends_at_peak) / peak)
+
+    def shape(step: int) -> float:
+        return lr_at(step, total, warmup, peak, config.warmup_start_lr, config.final_lr, config.warmup_ends_at_peak) / peak
+
+    lambdas = [shape] * len(optimizer.param_groups)
+    if classifier is not None:
+        online = classifier[1]
+        optimizer.add_param_group({"params": own, "lr": online.lr, "weight_decay": online.weight_decay,
+                                   "momentum": 0.9, "nesterov": False, "exclude": False, "adapt": False})
+        lambdas.append(shape if online.schedule == "cosine" else (lambda step: 1.0))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)
     return {"optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": config.schedule_interval}}

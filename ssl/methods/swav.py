@@ -16,6 +16,7 @@ from torch import nn
 from sslkit.augmentations import IMAGENET_MEAN, MultiCropViews, MultiView
 from sslkit.augmentations.recipes import SWAV_STD
 from sslkit.eval.knn import KNNConfig
+from sslkit.eval.online import OnlineClassifierConfig
 from sslkit.nn import distributed
 from sslkit.nn.backbones import BackboneConfig
 from sslkit.nn.heads import mlp_head
@@ -55,7 +56,7 @@ class SwAV(SSLMethod):
         optim: default SwAV's 800-epoch batch-4096 script: LARC (trust 0.001, no clipping)
             over all parameters, lr 4.8 (not batch-scaled), 10 warm-up epochs from 0.3, cosine
             to 0.0048, wd 1e-6.
-        speed, knn: see ``SSLMethod``.
+        speed, knn, online_classifier: see ``SSLMethod``.
     """
 
     legacy_names = {"queue_length": "queue_size"}
@@ -78,11 +79,12 @@ class SwAV(SSLMethod):
         optim: OptimConfig | None = None,
         speed: SpeedConfig | None = None,
         knn: KNNConfig | None = None,
+        online_classifier: OnlineClassifierConfig | None = None,
     ) -> None:
         super().__init__(backbone, augment or MultiCropViews(mean=IMAGENET_MEAN, std=SWAV_STD), optim or OptimConfig(
             name="lars", lr=4.8, lr_scaling="none", weight_decay=1e-6, trust_coefficient=0.001,
             trust_ratio="larc", warmup_epochs=10, warmup_start_lr=0.3, final_lr=0.0048,
-        ), speed, knn)
+        ), speed, knn, online_classifier)
         if num_prototypes < 2:
             raise ValueError(f"model.num_prototypes must be at least 2, got {num_prototypes}")
         if prototype_norm not in ("renormalize", "weight_norm"):

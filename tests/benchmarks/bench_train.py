@@ -1,13 +1,17 @@
-"""Training images/s of a method and the share of step time spent in augmentation.
+"""Training images/s of a method, the share of step time spent in augmentation, and the cost
+of the online linear classifier.
 
     python tests/benchmarks/bench_train.py -c configs/demo.yaml [-c OVERLAY] [--device cuda] [--precision bf16]
 
 Builds the config's model and data through the CLI parser (nothing is trained to
-completion), then times ``steps`` optimiser steps on real batches from the DataModule.
+completion), then times ``steps`` optimiser steps on real batches from the DataModule. Where
+the config switches the online classifier on, steps with and without it alternate on the
+same batches, and its share of the step is reported (median of the per-step differences).
 """
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
 
@@ -40,7 +44,12 @@ def main() -> None:
     loader = iter(data.train_dataloader())
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01, momentum=0.9)
 
-    def step(batch, timings):
+    online = model.online is not None
+    if online:
+        model.build_online_classifier(int(data.labels("train").max()) + 1)
+        optimizer.add_param_group({"params": list(model.online_classifier.parameters())})
+
+    def step(batch, timings, with_online=False):
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         sync(device)
         t0 = time.perf_counter()
@@ -48,8 +57,11 @@ def main() -> None:
             batch["views"] = model.augment(batch)
         sync(device)
         t1 = time.perf_counter()
+        model._caught = [] if with_online else None
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16"):
             loss, _ = model.step(batch["views"])
+            if with_online:
+                loss = loss + model._online_loss(batch["views"], batch["label"])
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -61,18 +73,28 @@ def main() -> None:
     for _ in range(2):
         step(next(loader), warm)
     timings: list = []
+    with_classifier: list = []
     for _ in range(args.steps):
         try:
             batch = next(loader)
         except StopIteration:
             loader = iter(data.train_dataloader())
             batch = next(loader)
+        state = torch.random.get_rng_state()
         step(batch, timings)
+        if online:  # the same batch and draws, with the classifier
+            torch.random.set_rng_state(state)
+            step(batch, with_classifier, with_online=True)
     aug = sum(t[0] for t in timings)
     total = sum(t[1] for t in timings)
     images = sum(t[2] for t in timings)
     print(f"config {' + '.join(args.config)} on {device} ({args.precision}): {images / total:,.0f} images/s, "
           f"augmentation {100 * aug / total:.1f}% of step time ({total / len(timings) * 1000:.1f} ms/step)")
+    if online:
+        extra = [b[1] - a[1] for a, b in zip(timings, with_classifier)]
+        base = statistics.median(t[1] for t in timings)
+        print(f"online classifier: {1000 * statistics.median(extra):+.1f} ms per step (median of {len(extra)} "
+              f"paired steps), {100 * statistics.median(extra) / base:+.1f}% of a {1000 * base:.1f} ms step")
 
 
 if __name__ == "__main__":
