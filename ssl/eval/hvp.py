@@ -1,0 +1,319 @@
+"""Hessian- and Fisher-vector products of a loss given as closures, never forming the matrix.
+
+A product is the mean over the closures (one per batch, as PyHessian's ``dataloader_hv_product``
+does over a data set; Yao et al. 2020) and, under ``torch.distributed``, over the ranks. Two
+engines give ``Hv`` (Pearlmutter 1994, "Fast exact multiplication by the Hessian"):
+
+* ``"double-backward"``: ``Hv = d(g . v)/dtheta`` with ``g = dL/dtheta`` taken with
+  ``create_graph``. With one closure the gradient's graph is built once and every product is one
+  backward pass through it; with several, a block of probes shares each batch's graph. Works on any
+  closure. (Batching the probes with ``is_grads_batched`` was no faster on CPU, and 45x slower
+  through float64 convolutions with BatchNorm.)
+* ``"forward-over-reverse"``: ``jvp(grad(L))`` by ``torch.func`` on the closure run under
+  ``functional_call`` of ``model``; probes batched with ``vmap``. Needs ``model``, recomputes the
+  forward every call and keeps no graph between calls. (Nested forward mode through train-mode
+  ``F.batch_norm`` is wrong in torch, pytorch/pytorch#196699, and with it ``torch.func.hessian``;
+  jvp of grad is not: tests/test_landscape.py checks it against a dense Hessian.)
+
+The first is the default: on a 2-core CPU (timm test_resnet, batch 32) a single product takes less
+than half the time of the second, and with 8 probes batched the two are level
+(tests/benchmarks/bench_landscape.py). Under DDP, closures should run the bare module (``.module``):
+products are averaged over ranks here.
+
+While an operator is open its closures are one deterministic function: before every pass over
+them the global RNGs (torch CPU and CUDA, Python, NumPy) and ``model``'s buffers are reset to
+their state on entry, and on exit they are restored. A closure drawing random numbers (dropout,
+augmentation) therefore sees the same draws in every product; which draws is the caller's to seed.
+"""
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+import torch.nn as nn
+from torch.func import functional_call, grad, jvp, vmap
+
+from sslkit.nn.distributed import all_reduce_sum, world_size
+
+Closure = Callable[[], torch.Tensor]
+Closures = Closure | Sequence[Closure]
+Modules = nn.Module | Sequence[nn.Module] | None
+HVP_METHODS = ("double-backward", "forward-over-reverse")
+
+
+def as_params(params: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    params = [params] if isinstance(params, torch.Tensor) else list(params)
+    if not params:
+        raise ValueError("params is empty: give the tensors to take the Hessian with respect to")
+    for i, p in enumerate(params):
+        if not isinstance(p, torch.Tensor) or not p.is_floating_point():
+            raise TypeError(f"params[{i}] is not a floating-point tensor")
+        if not p.requires_grad:
+            raise ValueError(f"params[{i}] (shape {tuple(p.shape)}) does not require grad: leave it out, "
+                             f"or call requires_grad_() on it to include it")
+    if len({id(p) for p in params}) < len(params):
+        raise ValueError("params lists a tensor more than once")
+    if len({(p.dtype, p.device) for p in params}) > 1:
+        raise ValueError(f"params mix dtypes/devices {sorted({f'{p.dtype}/{p.device}' for p in params})}; "
+                         f"analyse one dtype on one device")
+    return params
+
+
+def _as_module(model: Modules) -> nn.Module | None:
+    if model is None or isinstance(model, nn.Module):
+        return model
+    modules = list(model)
+    if not all(isinstance(m, nn.Module) for m in modules):
+        raise TypeError("model must be an nn.Module or a sequence of them")
+    return nn.ModuleList(modules)
+
+
+def mean_over_ranks(tensor: torch.Tensor) -> torch.Tensor:
+    if world_size() > 1:
+        all_reduce_sum(tensor).div_(world_size())
+    return tensor
+
+
+class Isolation:
+    """The RNG states and ``module``'s buffers on entry; ``reset()`` puts them back, as does exit."""
+
+    def __init__(self, module: nn.Module | None) -> None:
+        self.buffers = [] if module is None else [(b, b.detach().clone()) for b in module.buffers()]
+        self.cpu = torch.get_rng_state()
+        self.cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+        self.python = random.getstate()
+        self.numpy = np.random.get_state()
+
+    def reset(self) -> None:
+        with torch.no_grad():
+            for buffer, saved in self.buffers:
+                buffer.copy_(saved)
+        torch.set_rng_state(self.cpu)
+        if self.cuda is not None:
+            torch.cuda.set_rng_state_all(self.cuda)
+        random.setstate(self.python)
+        np.random.set_state(self.numpy)
+
+
+@contextmanager
+def batchnorm_batch_statistics(module: nn.Module) -> Iterator[None]:
+    """Train-mode BatchNorm normalises by batch statistics; its in-place running-statistics update
+    is what torch.func cannot transform. Detach the running statistics for the duration (what
+    ``torch.func.replace_all_batch_norm_modules_`` does for good) and put them back after."""
+    detached = []
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training and m.track_running_stats:
+            detached.append((m, m.running_mean, m.running_var, m.num_batches_tracked))
+            m.running_mean = m.running_var = m.num_batches_tracked = None
+    try:
+        yield
+    finally:
+        for m, mean, var, count in detached:
+            m.running_mean, m.running_var, m.num_batches_tracked = mean, var, count
+
+
+class _Call(nn.Module):
+    def __init__(self, module: nn.Module, closure: Closure) -> None:
+        super().__init__()
+        self.module, self.closure = module, closure
+
+    def forward(self) -> torch.Tensor:
+        return self.closure()
+
+
+class Products:
+    """``V [P, n] -> mean over closures and ranks of A_b V``: the base of the operators below. Use it
+    as a context manager: entry state is recorded on construction and restored on exit."""
+
+    def __init__(self, closures: Closures, params: Sequence[torch.Tensor], model: Modules = None) -> None:
+        self.closures = [closures] if callable(closures) else list(closures)
+        if not self.closures:
+            raise ValueError("no closures: give one callable, or a non-empty sequence of them (one per batch)")
+        if not all(callable(c) for c in self.closures):
+            raise TypeError("every loss_fn must be a callable taking no arguments")
+        self.params = as_params(params)
+        self.module = _as_module(model)
+        self.sizes = [p.numel() for p in self.params]
+        self.n = sum(self.sizes)
+        self.dtype, self.device = self.params[0].dtype, self.params[0].device
+        self.isolation = Isolation(self.module)
+        self.keep = len(self.closures) == 1
+        self.kept = None
+        self.products = 0
+
+    def __enter__(self) -> Products:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.kept = None
+        self.isolation.reset()
+
+    def output(self, i: int) -> torch.Tensor:
+        out = self.closures[i]()
+        name = f"loss_fn[{i}]" if len(self.closures) > 1 else "loss_fn"
+        if not isinstance(out, torch.Tensor):
+            raise TypeError(f"{name} returned {type(out).__name__}, not a tensor")
+        if not out.requires_grad:
+            raise ValueError(f"{name}'s output does not depend on params through autograd "
+                             f"(computed under torch.no_grad, or detached?)")
+        finite = bool(torch.isfinite(out).all())
+        if all_reduce_sum(torch.tensor([0.0 if finite else 1.0], device=out.device)).item():
+            if finite:
+                raise FloatingPointError(f"{name}'s output is not finite on another rank")
+            value = out.detach().flatten()[~torch.isfinite(out.detach().flatten())][0].item()
+            raise FloatingPointError(f"{name}'s output is {value}: the curvature is undefined at this point")
+        return out
+
+    def loss(self, i: int) -> torch.Tensor:
+        loss = self.output(i)
+        if loss.numel() != 1:
+            raise ValueError(f"loss_fn must return a scalar loss, got shape {tuple(loss.shape)} "
+                             f"(reduce it, e.g. with .mean())")
+        return loss.reshape(())
+
+    def split(self, V: torch.Tensor) -> list[torch.Tensor]:
+        return [v.reshape(len(V), *p.shape) for v, p in zip(V.split(self.sizes, dim=1), self.params)]
+
+    def flat(self, parts: Sequence[torch.Tensor], P: int) -> torch.Tensor:
+        return torch.cat([part.reshape(P, -1) for part in parts], 1)
+
+    def gradient(self, i: int) -> torch.Tensor:
+        """The gradient of closure ``i``, averaged over ranks (call ``isolation.reset()`` first)."""
+        grads = torch.autograd.grad(self.loss(i), self.params, allow_unused=True, materialize_grads=True)
+        return mean_over_ranks(self.flat(grads, 1)[0])
+
+    def prepare(self, i: int):
+        raise NotImplementedError
+
+    def apply(self, i: int, state, V: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __call__(self, V: torch.Tensor) -> torch.Tensor:
+        single = V.dim() == 1
+        V = V.reshape(-1, self.n).to(self.device, self.dtype)
+        if self.kept is None:
+            self.isolation.reset()
+        total = torch.zeros_like(V)
+        for i in range(len(self.closures)):
+            state = self.kept if self.kept is not None else self.prepare(i)
+            if self.keep:
+                self.kept = state
+            total += self.apply(i, state, V)
+        total = mean_over_ranks(total / len(self.closures))
+        if not torch.isfinite(total).all():
+            raise FloatingPointError("a curvature-vector product is not finite (the loss is finite): "
+                                     "the loss is not twice differentiable here, or overflows")
+        self.products += len(V)
+        return total[0] if single else total
+
+
+class HessianProducts(Products):
+    """``v -> Hv`` of the mean loss over the closures (and ranks); see the module docstring."""
+
+    def __init__(self, loss_fn: Closures, params: Sequence[torch.Tensor], model: Modules = None,
+                 hvp: str = "double-backward") -> None:
+        super().__init__(loss_fn, params, model)
+        if hvp not in HVP_METHODS:
+            raise ValueError(f"hvp must be one of {HVP_METHODS}, got {hvp!r}")
+        self.forward = hvp == "forward-over-reverse"
+        if self.forward:
+            if self.module is None:
+                raise ValueError("hvp='forward-over-reverse' needs model=: the module(s) the closures run, "
+                                 "whose parameters params are")
+            names = {id(p): f"module.{name}" for name, p in self.module.named_parameters()}
+            missing = [i for i, p in enumerate(self.params) if id(p) not in names]
+            if missing:
+                raise ValueError(f"params{missing} are not parameters of model: forward-over-reverse "
+                                 f"substitutes them through torch.func.functional_call")
+            self.names = [names[id(p)] for p in self.params]
+            self.keep = False
+            try:
+                for i in range(len(self.closures)):
+                    self.loss(i)
+            finally:
+                self.isolation.reset()
+
+    def prepare(self, i: int):
+        if self.forward:
+            return None
+        grads = torch.autograd.grad(self.loss(i), self.params, create_graph=True, allow_unused=True)
+        used = [j for j, g in enumerate(grads) if g is not None and g.requires_grad]
+        return [grads[j] for j in used], used
+
+    def apply(self, i: int, state, V: torch.Tensor) -> torch.Tensor:
+        P, parts = len(V), self.split(V)
+        if self.forward:
+            return self._forward_over_reverse(i, parts, P)
+        grads, used = state
+        if not used:
+            return torch.zeros_like(V)
+        return torch.stack([self.flat(torch.autograd.grad(
+            grads, self.params, [parts[j][q] for j in used], retain_graph=True, allow_unused=True,
+            materialize_grads=True), 1)[0] for q in range(P)])
+
+    def _forward_over_reverse(self, i: int, parts: list[torch.Tensor], P: int) -> torch.Tensor:
+        call = _Call(self.module, self.closures[i])
+        primals = {name: p.detach() for name, p in zip(self.names, self.params)}
+
+        def loss(values: dict[str, torch.Tensor]) -> torch.Tensor:
+            return functional_call(call, values, ()).reshape(())
+
+        def hvp(tangents: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+            return jvp(grad(loss), (primals,), (tangents,))[1]
+
+        tangents = dict(zip(self.names, parts))
+        with batchnorm_batch_statistics(self.module):
+            if P == 1:
+                out = hvp({name: t[0] for name, t in tangents.items()})
+            else:
+                out = vmap(hvp, randomness="same")(tangents)
+        return self.flat([out[name] for name in self.names], P)
+
+
+class FisherProducts(Products):
+    """``v -> Fv`` for the Fisher of a softmax classifier, ``F = mean_x J_x^T (diag p - p p^T) J_x``
+    with ``J_x`` the Jacobian of the logits: the generalised Gauss-Newton matrix of the cross-entropy
+    (Schraudolph 2002; Martens 2020, "New insights and perspectives on the natural gradient method").
+    ``J v`` comes from the double-vjp trick (the vjp ``u -> J^T u`` is linear in ``u``; its vjp is ``J v``),
+    so one closure's graph serves every product."""
+
+    def prepare(self, i: int):
+        logits = self.output(i)
+        if logits.dim() != 2:
+            raise ValueError(f"logits_fn must return [batch, classes] logits, got shape {tuple(logits.shape)}")
+        u = torch.zeros_like(logits, requires_grad=True)
+        vjps = torch.autograd.grad(logits, self.params, u, create_graph=True, allow_unused=True)
+        used = [j for j, g in enumerate(vjps) if g is not None]
+        return logits, logits.detach().softmax(-1), u, [vjps[j] for j in used], used
+
+    def apply(self, i: int, state, V: torch.Tensor) -> torch.Tensor:
+        logits, probs, u, vjps, used = state
+        parts, out = self.split(V), torch.zeros_like(V)
+        if not used:
+            return out
+        for q in range(len(V)):
+            jv = torch.autograd.grad(vjps, u, [parts[j][q] for j in used], retain_graph=True)[0]
+            w = probs * (jv - (probs * jv).sum(-1, keepdim=True)) / len(logits)
+            fv = torch.autograd.grad(logits, self.params, w, retain_graph=True, allow_unused=True,
+                                     materialize_grads=True)
+            out[q] = self.flat(fv, 1)[0]
+        return out
+
+
+def hessian_vector_product(
+    loss_fn: Closures, params: Sequence[torch.Tensor], vector: torch.Tensor | Sequence[torch.Tensor], *,
+    model: Modules = None, hvp: str = "double-backward",
+) -> torch.Tensor | list[torch.Tensor]:
+    """``H v`` for the mean loss over ``loss_fn`` (one closure or one per batch) and ranks. ``vector``
+    is flat (``[n]``, or ``[P, n]`` for P products at once, params concatenated in order) or a list
+    shaped like ``params``, and the result has the same form. No side effects (module docstring)."""
+    as_list = not isinstance(vector, torch.Tensor)
+    with HessianProducts(loss_fn, params, model, hvp) as ops:
+        flat = torch.cat([v.reshape(-1) for v in vector]) if as_list else vector
+        if flat.shape[-1] != ops.n:
+            raise ValueError(f"vector has {flat.shape[-1]} entries, params have {ops.n}")
+        out = ops(flat.to(ops.device))
+    return [part[0] for part in ops.split(out[None])] if as_list else out
