@@ -11,6 +11,7 @@ plus the tools around training.
     sslkit spectrum -c configs/linear_probe.yaml --ckpt_path runs/.../last.ckpt
     sslkit export --ckpt_path runs/.../last.ckpt --out backbone.pth --format torchvision
     sslkit report -c configs/linear_probe.yaml --ckpt_path A.ckpt B.ckpt --out runs/report
+    sslkit landscape -c configs/demo.yaml --ckpt_path runs/.../last.ckpt --out runs/landscape
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ from pytorch_lightning.utilities import rank_zero_info
 import sslkit.data  # noqa: F401  (registers the DataModules for short class names)
 from sslkit.legacy import fold, new_name
 from sslkit.data import ImageDecodeError
-from sslkit.reliability import AtomicCheckpointIO, PreemptionCheckpoint, find_last_checkpoint
+from sslkit.reliability import PreemptionCheckpoint, find_last_checkpoint
 from sslkit.methods import SSLMethod
 
 
@@ -256,6 +257,7 @@ TOOLS = {
     "spectrum": "sslkit.commands.spectrum",
     "export": "sslkit.commands.export",
     "report": "sslkit.commands.report",
+    "landscape": "sslkit.commands.landscape",
 }
 
 

@@ -4,7 +4,6 @@ the list was made, tools that restore directory times, several ranks on a cold c
 the workers."""
 import io
 import os
-import shutil
 
 import numpy as np
 import pytest

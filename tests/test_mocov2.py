@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from helpers import tiny_data, tiny_moco, tiny_trainer
-from sslkit.methods import KNNConfig, MoCoV2
+from sslkit.methods import KNNConfig
 
 
 def test_training_updates_queue_and_key_encoder_stays_gradient_free(tmp_path):

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 import torchvision.transforms as T
-import torchvision.transforms.v2.functional as TF
 from PIL import Image
 
 from helpers import tiny_moco, tiny_trainer

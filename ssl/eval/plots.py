@@ -164,3 +164,32 @@ def plot_report_curves(cards: list[dict], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_landscape(record: dict, path: Path, title: str = "") -> None:
+    """The Hessian's spectral density (log scale) and, by block, top eigenvalue and trace."""
+    plt = _pyplot()
+    blocks = record.get("by_block", {})
+    fig, axes = plt.subplots(1, 2 if blocks else 1, figsize=(10 if blocks else 5, 3.5), squeeze=False)
+    grid, density = record["density"]["grid"], record["density"]["density"]
+    ax = axes[0][0]
+    ax.semilogy(grid, [max(d, 1e-12) for d in density], color="C0")
+    for value in record["top_eigenvalues"]:
+        ax.axvline(value, color="C3", lw=0.8, ls="--")
+    ax.set_xlabel("eigenvalue")
+    ax.set_ylabel("density")
+    ax.set_title(f"{title}\ntrace {record['trace']:.3g} +- {record['trace_stderr']:.2g} (dashed: top eigenvalues)",
+                 fontsize=8)
+    if blocks:
+        ax = axes[0][1]
+        names = list(blocks)
+        x = range(len(names))
+        ax.bar([i - 0.2 for i in x], [max(blocks[n]["top_eigenvalue"], 1e-12) for n in names], 0.4, label="top eigenvalue")
+        ax.bar([i + 0.2 for i in x], [max(abs(blocks[n]["trace"]), 1e-12) for n in names], 0.4, label="|trace|")
+        ax.set_yscale("log")
+        ax.set_xticks(list(x), names, rotation=45, ha="right", fontsize=7)
+        ax.set_title("by block", fontsize=8)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -195,6 +195,7 @@ class SSLMethod(pl.LightningModule):
         self._prepared = False
         self._threads_before: int | None = None
         self._without_classifier: dict | None = None
+        self.measuring = False  # True while an evaluator (the landscape tools) runs step
         self.refuse_swap_negative()
 
     @classmethod

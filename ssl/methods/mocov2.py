@@ -167,7 +167,8 @@ class MoCoV2(SSLMethod):
             "queue/filled": self.queue.filled.float() / self.queue.size,
         }
         every = self.hardness_log_every
-        if every > 0 and self.global_step % every == 0 and int(self.queue.filled) == self.queue.size:
+        if every > 0 and self.global_step % every == 0 and int(self.queue.filled) == self.queue.size \
+                and not self.measuring:
             self.histogram.add(seen.similarity, seen.band_similarity)
             stats.update(hardness_statistics(seen.similarity, seen.band_similarity, seen.band_index, labels,
                                              queue_labels))

@@ -11,7 +11,12 @@
 The JPEGs (ImageNet-like sizes, quality 90) are made once from scikit-image's sample
 photos (``pip install scikit-image``) into --data.
 
-    python tests/benchmarks/bench_pipeline.py [--images 2000] [--workers 2] [--batch 64] [--device cuda]
+Fairness: every pipeline runs under the same thread budget in the main process (what
+``sslkit fit`` sets: the cores the workers do not use, ``sslkit.data.share_cores``), the
+pipelines alternate within each of ``--repeats`` rounds (so a slow spell of the machine hits
+them alike), and each is reported as the median of its rounds with the min-max spread.
+
+    python tests/benchmarks/bench_pipeline.py [--images 2000] [--workers 2] [--batch 64] [--repeats 3] [--device cuda]
 """
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ import json
 import os
 import platform
 import random
+import statistics
 import time
 from pathlib import Path
 
@@ -102,12 +108,6 @@ def sslkit_pipeline(root: Path, workers: int, batch: int, device: torch.device, 
     return data.train_dataloader(), make
 
 
-def reuse_memory() -> None:
-    from sslkit.methods.speed import keep_freed_memory
-
-    keep_freed_memory()  # from here on: (a)'s workers were started before and keep the system's default
-
-
 def measure(loader, make, batches: int) -> float:
     """Images/s over ``batches`` batches after two warm-up batches (workers started)."""
     iterator = iter(loader)
@@ -122,36 +122,47 @@ def measure(loader, make, batches: int) -> float:
 
 
 def main() -> None:
+    from sslkit.data import share_cores
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="/tmp/sslkit_bench_jpegs")
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--workers", type=int, default=os.cpu_count())
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--batches", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=3, help="rounds; the pipelines alternate within each")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default=None, help="JSON file for the figures")
     args = parser.parse_args()
     root = make_jpegs(Path(args.data), args.images)
     device = torch.device(args.device)
+    default_threads = torch.get_num_threads()
+    share_cores(args.workers, device)
     results = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
                           + (f", {torch.cuda.get_device_name()}" if device.type == "cuda" else ""),
-               "workers": args.workers, "batch": args.batch, "images_per_s": {}}
+               "workers": args.workers, "batch": args.batch, "batches": args.batches, "repeats": args.repeats,
+               "main_threads": torch.get_num_threads(), "torch_default_threads": default_threads,
+               "images_per_s": {}}
     runs = {"(a) torchvision in workers": lambda: torchvision_pipeline(root, args.workers, args.batch),
-            "(b) sslkit, CPU": lambda: sslkit_pipeline(root, args.workers, args.batch, torch.device("cpu"), "torchvision"),
-            "(b) sslkit, CPU, speed.reuse_memory": lambda: reuse_memory() or sslkit_pipeline(
-                root, args.workers, args.batch, torch.device("cpu"), "torchvision")}
+            "(b) sslkit, CPU": lambda: sslkit_pipeline(root, args.workers, args.batch, torch.device("cpu"), "torchvision")}
     if device.type == "cuda":
         runs["(c) sslkit, nvJPEG + views on the GPU"] = lambda: sslkit_pipeline(root, args.workers, args.batch, device,
                                                                                  "device")
-    for name, build in runs.items():
-        loader, make = build()
-        rate = measure(loader, make, args.batches)
-        results["images_per_s"][name] = rate
-        print(f"{name:>40}: {rate:8.1f} images/s", flush=True)
-        del loader
-    base = results["images_per_s"]["(a) torchvision in workers"]
-    for name, rate in results["images_per_s"].items():
-        print(f"{name:>40}: {rate / base:5.2f}x (a)")
+    print(f"main process: {results['main_threads']} thread(s) (torch default {default_threads}), "
+          f"{args.workers} workers, batch {args.batch}, {args.batches} batches x {args.repeats} rounds", flush=True)
+    rates: dict[str, list[float]] = {name: [] for name in runs}
+    for round_ in range(args.repeats):
+        for name, build in runs.items():
+            loader, make = build()
+            rates[name].append(measure(loader, make, args.batches))
+            print(f"round {round_ + 1}: {name:>40}: {rates[name][-1]:8.1f} images/s", flush=True)
+            del loader
+    base = statistics.median(rates["(a) torchvision in workers"])
+    for name, values in rates.items():
+        median = statistics.median(values)
+        results["images_per_s"][name] = {"median": median, "min": min(values), "max": max(values), "all": values}
+        print(f"{name:>40}: {median:8.1f} images/s (min {min(values):.1f}, max {max(values):.1f}), "
+              f"{median / base:5.2f}x (a)")
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2))
 

@@ -1,0 +1,145 @@
+"""A method's own training objective (or a linear probe's), as the closures the landscape
+tools take, and the blocks of its trained networks.
+
+``method_closures``: one closure per batch, each the method's ``step`` loss on views drawn
+with that batch's fixed seed (so every Hessian-vector product sees the same function), with
+BatchNorm in train mode as in training. Everything but the trained networks stays as the
+checkpoint has it: the momentum encoders and the prototypes are not among the parameters,
+and the queue, like every buffer, is put back before each pass (``sslkit.eval.landscape``
+restores the module's buffers). ``measure_landscape`` takes the top eigenvalues, the trace,
+the spectral density and, per block, trace and top eigenvalue, and leaves every parameter
+and buffer of the method as it found them (``preserved``).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .landscape import hessian_trace, spectral_density, top_eigenvalues
+
+CONTAINERS = ("stages", "blocks", "layers", "features")  # timm and torchvision modules holding the stages
+
+
+def _trainable(module: nn.Module) -> list[torch.Tensor]:
+    return [p for p in module.parameters() if p.requires_grad]
+
+
+def backbone_blocks(backbone: nn.Module) -> dict[str, list[torch.Tensor]]:
+    """The backbone's trainable parameters by block: ``stem`` (everything before the first
+    stage), each stage (ResNets' ``layer1``..., or ``stages.0``... of a stage container) and
+    ``head`` (everything after)."""
+    model = getattr(backbone, "model", backbone)
+    blocks: dict[str, list[torch.Tensor]] = {}
+    stages_seen = False
+    for name, child in model.named_children():
+        if not _trainable(child):
+            continue
+        if name in CONTAINERS:
+            for index, part in child.named_children():
+                blocks[f"{name}.{index}"] = _trainable(part)
+            stages_seen = True
+        elif name.startswith(("layer", "stage")):
+            blocks[name] = _trainable(child)
+            stages_seen = True
+        else:
+            blocks.setdefault("head" if stages_seen else "stem", []).extend(_trainable(child))
+    return {k: v for k, v in blocks.items() if v}
+
+
+def trained_blocks(method: nn.Module) -> dict[str, list[torch.Tensor]]:
+    """The networks a method trains, by block: the backbone's blocks, then ``projector`` and
+    ``predictor`` where the method has them. Momentum copies, prototypes and the online
+    classifier are left out (held fixed)."""
+    blocks = {f"backbone.{k}": v for k, v in backbone_blocks(method.backbone).items()}
+    for name in ("projector", "predictor"):
+        module = getattr(method, name, None)
+        if isinstance(module, nn.Module):
+            params = [p for p in module.parameters() if p.requires_grad]
+            if params:
+                blocks[name] = params
+    return blocks
+
+
+def method_closures(method: nn.Module, batches: Sequence[dict], seed: int = 0) -> list[Callable[[], torch.Tensor]]:
+    """One closure per batch: ``method.step`` on views of the batch drawn from the generator
+    seeded with ``(seed, batch)``, with every buffer (the queue, BatchNorm statistics) as it is
+    now: what the step enqueues never reaches the next batch's loss. Batches are prepared (on
+    the method's device, decoded)."""
+    buffers = [(b, b.detach().clone()) for b in method.buffers()]
+
+    def closure_for(index: int, batch: dict) -> Callable[[], torch.Tensor]:
+        def closure() -> torch.Tensor:
+            with torch.no_grad():
+                for buffer, saved in buffers:
+                    buffer.copy_(saved)
+            torch.manual_seed(seed * 1_000_003 + index)
+            with torch.no_grad():
+                views = method.augment(batch)
+            method.measuring = True  # what the method accumulates for its own logs stays out of it
+            try:
+                return method.step(views, labels=batch.get("label"))[0]
+            finally:
+                method.measuring = False
+        return closure
+
+    return [closure_for(i, batch) for i, batch in enumerate(batches)]
+
+
+def probe_closures(backbone: nn.Module, head: nn.Module, batches: Sequence[torch.Tensor],
+                   labels: Sequence[torch.Tensor]) -> list[Callable[[], torch.Tensor]]:
+    """One closure per batch: the cross-entropy of a fixed linear ``head`` on the backbone's
+    features of the (already viewed) images."""
+    return [lambda x=x, y=y: F.cross_entropy(head(backbone(x)), y) for x, y in zip(batches, labels)]
+
+
+@contextmanager
+def preserved(module: nn.Module) -> Iterator[None]:
+    """Every parameter and buffer of ``module`` as it was on entry, on exit: what a method's
+    step changes besides the parameters measured (SwAV renormalises its prototypes, MoCo fills
+    its queue) is put back."""
+    saved = {k: v.detach().clone() for k, v in module.state_dict(keep_vars=True).items()}
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for key, value in module.state_dict(keep_vars=True).items():
+                value.copy_(saved[key])
+
+
+def measure_landscape(closures: Sequence[Callable], blocks: dict[str, list[torch.Tensor]], model: nn.Module,
+                      top_k: int = 3, trace_samples: int = 30, density_probes: int = 4, lanczos_steps: int = 30,
+                      tol: float = 1e-3, by_block: bool = True, seed: int = 0) -> dict:
+    """Top-``top_k`` eigenvalues (and the most negative one), Hutchinson trace with its
+    standard error, the spectral density and, with ``by_block``, each block's trace and top
+    eigenvalue (the Hessian restricted to that block's parameters), as plain data."""
+    with preserved(model):
+        return _measure(closures, blocks, model, top_k, trace_samples, density_probes, lanczos_steps, tol, by_block,
+                        seed)
+
+
+def _measure(closures, blocks, model, top_k, trace_samples, density_probes, lanczos_steps, tol, by_block,
+             seed) -> dict:
+    params = [p for group in blocks.values() for p in group]
+    top = top_eigenvalues(closures, params, k=top_k, tol=tol, model=model, seed=seed)
+    bottom = top_eigenvalues(closures, params, k=1, which="smallest", tol=max(tol, 1e-2), model=model, seed=seed)
+    trace = hessian_trace(closures, params, samples=trace_samples, model=model, seed=seed)
+    density = spectral_density(closures, params, num_probes=density_probes, lanczos_steps=lanczos_steps,
+                               grid=200, model=model, seed=seed)
+    record = {"parameters": sum(p.numel() for p in params), "batches": len(closures),
+              "top_eigenvalues": top.eigenvalues.tolist(), "converged": top.converged,
+              "most_negative_eigenvalue": float(bottom.eigenvalues[0]), "trace": trace.estimate,
+              "trace_stderr": trace.stderr, "trace_samples": trace.samples,
+              "density": {"grid": density.grid.tolist(), "density": density.density.tolist(), "sigma": density.sigma}}
+    if by_block:
+        record["by_block"] = {}
+        for name, group in blocks.items():
+            block_trace = hessian_trace(closures, group, samples=max(10, trace_samples // 3), model=model, seed=seed)
+            block_top = top_eigenvalues(closures, group, k=1, tol=max(tol, 1e-2), model=model, seed=seed)
+            record["by_block"][name] = {"parameters": sum(p.numel() for p in group),
+                                        "top_eigenvalue": float(block_top.eigenvalues[0]),
+                                        "trace": block_trace.estimate, "trace_stderr": block_trace.stderr}
+    return record
