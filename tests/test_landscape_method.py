@@ -76,7 +76,7 @@ class Weights(pl.Callback):
 def test_the_monitor_logs_the_landscape_and_changes_nothing_of_training(tmp_path):
     runs = []
     for monitor in (None, LandscapeMonitor(every_n_epochs=1, batches=1, trace_samples=4, fisher=True,
-                                           fisher_batches=2)):
+                                           fisher_batches=2, at_start=True)):
         torch.manual_seed(0)
         weights = Weights()
         trainer = tiny_trainer(tmp_path, max_steps=-1, max_epochs=2, limit_val_batches=0,
@@ -89,7 +89,7 @@ def test_the_monitor_logs_the_landscape_and_changes_nothing_of_training(tmp_path
     assert metrics["val/hessian_top"] > 0 and torch.isfinite(metrics["val/hessian_trace"])
     assert metrics["val/gradient_moment_top"] > 0
     history = json.loads((tmp_path / "monitor" / "version_0" / "landscape.json").read_text())
-    assert [h["epoch"] for h in history] == [1, 2]
+    assert [h["epoch"] for h in history] == [0, 1, 2]
 
 
 def test_sslkit_landscape_writes_the_json_and_joins_the_report(tmp_path, capfd, monkeypatch):

@@ -23,16 +23,16 @@ from .objectives import method_closures, preserved, trained_blocks
 class LandscapeMonitor(pl.Callback):
     """Args: ``every_n_epochs``; ``batches`` fixed batches of the train split (the data
     module's batch size); ``trace_samples`` Hutchinson probes; ``tol`` of the top eigenvalue;
-    ``fisher``: also the gradient second moment over ``fisher_batches`` batches; ``seed`` of the
-    draws and probes. Under DDP every rank measures its own batches and the products are
+    ``fisher``: also the gradient second moment over ``fisher_batches`` batches; ``at_start``: also
+    measure before the first step (the initialisation, epoch 0); ``seed`` of the draws and probes. Under DDP every rank measures its own batches and the products are
     averaged over ranks, so every rank logs the same numbers."""
 
     def __init__(self, every_n_epochs: int = 5, batches: int = 1, trace_samples: int = 20, tol: float = 1e-2,
-                 fisher: bool = False, fisher_batches: int = 8, seed: int = 0) -> None:
+                 fisher: bool = False, fisher_batches: int = 8, at_start: bool = False, seed: int = 0) -> None:
         if every_n_epochs < 1 or batches < 1:
             raise ValueError("every_n_epochs and batches must be at least 1")
         self.every_n_epochs, self.batches, self.trace_samples, self.tol = every_n_epochs, batches, trace_samples, tol
-        self.fisher, self.fisher_batches, self.seed = fisher, fisher_batches, seed
+        self.fisher, self.fisher_batches, self.at_start, self.seed = fisher, fisher_batches, at_start, seed
         self.history: list[dict] = []
 
     def _batches(self, data, module: pl.LightningModule, count: int) -> list[dict]:
@@ -63,6 +63,10 @@ class LandscapeMonitor(pl.Callback):
             values["val/gradient_moment_top"] = float(gradient_second_moment_top(many, params, model=module)
                                                       .eigenvalues[0])
         return values
+
+    def on_train_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        if self.at_start and trainer.global_step == 0 and not self.history:
+            self.history.append({"epoch": 0, "step": 0, **self.measure(trainer, module)})
 
     def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         epoch = trainer.current_epoch
