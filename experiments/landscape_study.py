@@ -19,7 +19,6 @@ Writes results.json and landscape_study.png to --out; finished runs are reused o
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import statistics
 import subprocess
@@ -28,6 +27,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "experiments"))
+from hardness_study import last_values  # noqa: E402
+
 ARMS = {  # name: (batchnorm, background augmentations)
     "plain BN, BG aug": ("plain", True),
     "split BN, BG aug": ("split", True),
@@ -36,17 +38,6 @@ ARMS = {  # name: (batchnorm, background augmentations)
 }
 QUANTITIES = {"val/hessian_top": "top Hessian eigenvalue", "val/hessian_trace": "Hessian trace",
               "val/gradient_moment_top": "top eigenvalue of the gradient second moment"}
-
-
-def last_values(metrics: Path) -> dict[str, float]:
-    """The last logged value of every column of a CSVLogger metrics file."""
-    last: dict[str, float] = {}
-    with metrics.open() as f:
-        for row in csv.DictReader(f):
-            for key, value in row.items():
-                if value not in ("", None):
-                    last[key] = float(value)
-    return last
 
 
 def callbacks_overlay(out: Path, every: int) -> Path:

@@ -24,6 +24,13 @@ from .plots import plot_geometry
 from .spectrum import eigenspectrum
 
 
+def due(trainer: pl.Trainer, every_n_epochs: int) -> bool:
+    """Whether a monitor measures at the end of the current epoch: every ``every_n_epochs``
+    epochs and at the last one."""
+    epoch = trainer.current_epoch + 1
+    return epoch % every_n_epochs == 0 or epoch == trainer.max_epochs
+
+
 class GeometryMonitor(pl.Callback):
     def __init__(
         self,
@@ -65,9 +72,9 @@ class GeometryMonitor(pl.Callback):
                 "val/alpha_r2": report.r2}
 
     def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        epoch = trainer.current_epoch
-        if (epoch + 1) % self.every_n_epochs and epoch + 1 != trainer.max_epochs:
+        if not due(trainer, self.every_n_epochs):
             return
+        epoch = trainer.current_epoch
         values = self.measure(trainer, module)
         module.log_dict(values, rank_zero_only=True)
         knn = trainer.callback_metrics.get("val/knn_top1")

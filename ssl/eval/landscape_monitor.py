@@ -16,6 +16,7 @@ import pytorch_lightning as pl
 
 from sslkit.data.contract import data_contract
 
+from .geometry import due
 from .landscape import gradient_second_moment_top, hessian_trace, top_eigenvalues
 from .objectives import method_closures, preserved, trained_blocks
 
@@ -69,9 +70,9 @@ class LandscapeMonitor(pl.Callback):
             self.history.append({"epoch": 0, "step": 0, **self.measure(trainer, module)})
 
     def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        epoch = trainer.current_epoch
-        if (epoch + 1) % self.every_n_epochs and epoch + 1 != trainer.max_epochs:
+        if not due(trainer, self.every_n_epochs):
             return
+        epoch = trainer.current_epoch
         values = self.measure(trainer, module)
         module.log_dict(values, rank_zero_only=True)
         self.history.append({"epoch": epoch + 1, "step": trainer.global_step, **values})

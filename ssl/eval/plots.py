@@ -21,6 +21,13 @@ def _pyplot():
     return plt
 
 
+def _save(fig, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    fig.clf()
+    _pyplot().close(fig)
+
+
 def plot_spectrum(reports: dict[str, SpectrumReport], path: str, title: str = "") -> None:
     """Log-log plot of each spectrum with its fitted power law over the fit range."""
     plt = _pyplot()
@@ -39,9 +46,7 @@ def plot_spectrum(reports: dict[str, SpectrumReport], path: str, title: str = ""
     ax.set_ylabel("covariance eigenvalue")
     ax.set_title(title or "eigenspectrum (dashed: power-law fit)", fontsize=9)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_geometry(history: list[dict], path: Path) -> None:
@@ -120,9 +125,7 @@ def plot_report_spectra(cards: list[dict], path: Path) -> None:
     ax.set_ylabel("eigenvalue / total variance")
     ax.set_title("eigenspectra of the val features", fontsize=9)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_report_backgrounds(cards: list[dict], path: Path) -> None:
@@ -140,9 +143,7 @@ def plot_report_backgrounds(cards: list[dict], path: Path) -> None:
     ax.set_ylabel("probe top-1 (%)")
     ax.set_title("Backgrounds Challenge", fontsize=9)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_report_curves(cards: list[dict], path: Path) -> None:
@@ -190,6 +191,4 @@ def plot_landscape(record: dict, path: Path, title: str = "") -> None:
         ax.set_xticks(list(x), names, rotation=45, ha="right", fontsize=7)
         ax.set_title("by block", fontsize=8)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
