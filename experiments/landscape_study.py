@@ -81,8 +81,9 @@ def train(out: Path, name: str, batchnorm: str, background: bool, seed: int, epo
 
 
 def summarise(runs: list[dict]) -> dict:
-    """Per epoch, the mean and the seeds' min and max of each quantity; per run, the trace at
-    the end over the trace at initialisation."""
+    """Per epoch, the mean and the seeds' min and max of each quantity; per run, the trace's
+    ratios: end over initialisation, first measurement after it over initialisation, and end
+    over that first measurement."""
     epochs = [h["epoch"] for h in runs[0]["history"]]
     summary = {"epochs": epochs}
     for key in QUANTITIES:
@@ -91,11 +92,31 @@ def summarise(runs: list[dict]) -> dict:
                         "min": [min(v) for v in zip(*values)], "max": [max(v) for v in zip(*values)]}
     summary["trace_end_over_init"] = [run["history"][-1]["val/hessian_trace"] / run["history"][0]["val/hessian_trace"]
                                       for run in runs]
-    summary["trace_end_over_peak"] = [run["history"][-1]["val/hessian_trace"]
-                                      / max(h["val/hessian_trace"] for h in run["history"]) for run in runs]
+    summary["trace_first_over_init"] = [run["history"][1]["val/hessian_trace"] / run["history"][0]["val/hessian_trace"]
+                                        for run in runs]
+    summary["trace_end_over_first"] = [run["history"][-1]["val/hessian_trace"] / run["history"][1]["val/hessian_trace"]
+                                       for run in runs]
     summary["knn_top1"] = [run["knn_top1"] for run in runs]
     summary["online_top1"] = [run["online_top1"] for run in runs]
     return summary
+
+
+def paired(runs: dict[str, list[dict]]) -> dict[str, list[float]]:
+    """Same-seed ratios at the end of training: split over plain BatchNorm (with and without
+    background augmentations) and with over without background augmentations, for the trace
+    and the gradient second moment's top eigenvalue."""
+    def end(arm: str, key: str) -> list[float]:
+        return [run["history"][-1][key] for run in runs[arm]]
+
+    out = {}
+    for key, label in (("val/hessian_trace", "trace"), ("val/gradient_moment_top", "gradient moment top")):
+        for bg in ("BG aug", "no BG aug"):
+            split, plain = end(f"split BN, {bg}", key), end(f"plain BN, {bg}", key)
+            out[f"{label}: split / plain BN, {bg}"] = [s / p for s, p in zip(split, plain)]
+        for bn in ("plain BN", "split BN"):
+            with_, without = end(f"{bn}, BG aug", key), end(f"{bn}, no BG aug", key)
+            out[f"{label}: BG aug / no BG aug, {bn}"] = [a / b for a, b in zip(with_, without)]
+    return out
 
 
 def plot(results: dict, path: Path) -> None:
@@ -142,13 +163,22 @@ def main() -> None:
                   f"gradient moment {last['val/gradient_moment_top']:.3g}, kNN {100 * record['knn_top1']:.1f}% "
                   f"({record['seconds']:.0f} s)", flush=True)
     results = {arm: summarise(records) for arm, records in runs.items()}
-    (out / "results.json").write_text(json.dumps({"settings": vars(args), "arms": results, "runs": runs}, indent=2))
+    pairs = paired(runs)
+    (out / "results.json").write_text(json.dumps({"settings": vars(args), "arms": results, "paired": pairs,
+                                                  "runs": runs}, indent=2))
     plot(results, out / "landscape_study.png")
     print(f"\n{'arm':<22}{'top (init -> end)':>22}{'trace (init -> end)':>24}{'grad moment (init -> end)':>28}"
           f"{'kNN':>8}")
     for arm, s in results.items():
         cells = [f"{s[k]['mean'][0]:.3g} -> {s[k]['mean'][-1]:.3g}" for k in QUANTITIES]
         print(f"{arm:<22}{cells[0]:>22}{cells[1]:>24}{cells[2]:>28}{100 * statistics.fmean(s['knn_top1']):>7.1f}%")
+    print("\ntrace ratios per seed: first measurement / init, end / first measurement")
+    for arm, s in results.items():
+        print(f"  {arm:<22}" + " ".join(f"{r:8.2g}" for r in s["trace_first_over_init"]) + "   |"
+              + " ".join(f"{r:6.2f}" for r in s["trace_end_over_first"]))
+    print("\npaired by seed, at the end of training (ratio per seed):")
+    for name, ratios in pairs.items():
+        print(f"  {name:<58}" + " ".join(f"{r:6.2f}" for r in ratios))
     print(f"\nwrote {out / 'results.json'} and {out / 'landscape_study.png'}")
 
 

@@ -106,3 +106,23 @@ def test_probe_and_spectrum_of_a_trained_checkpoint(tmp_path, sslkit):
     images = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.allclose(stock.eval()(images), load_backbone(ckpt)(images), atol=1e-6)
+
+
+def test_preview_shows_black_where_no_bg_swaps_negative_was_drawn():
+    """Its caption says so: the column is 0 after un-normalising, not the normalised 0 (grey)."""
+    from sslkit.augmentations import BackgroundSwap, MoCoV2Views
+    from sslkit.commands.preview import preview_grid
+    from sslkit.data import SyntheticScenes
+
+    data = SyntheticScenes(num_train=32, num_val=8, batch_size=16)
+    data.setup("fit")
+    batch = data.prepare(next(iter(data.train_dataloader())), "cpu")
+    augment = MoCoV2Views(crop_size=32, blur_p=0.0, background_swap=BackgroundSwap(p=0.5, hard_negative=True))
+    torch.manual_seed(0)
+    views = augment(batch)
+    drawn = views[1]["hard_negative_valid"]
+    assert 0 < int(drawn.sum()) < len(drawn)
+    title, images, _ = preview_grid(batch, views, augment, 16)[-1]
+    assert title.startswith("BG_Swaps negative")
+    for image, valid in zip(images, drawn.tolist()):
+        assert (image.abs().sum() > 0) == valid

@@ -44,19 +44,21 @@ def preview_grid(batch: dict, views: list[dict], augment: torch.nn.Module, num_i
     inputs = [view["image"][:n] for view in views]
     titles = [f"view {i}" for i in range(len(views))]
     recipes = [recipe_of(augment, i) for i in range(len(views))]
+    shown = [None] * len(inputs)
     if len(views) > 1 and "hard_negative" in views[1]:
-        drawn = views[1]["hard_negative_valid"][:n].view(-1, 1, 1, 1)
-        inputs.append(views[1]["hard_negative"][:n] * drawn.to(inputs[0]))
+        inputs.append(views[1]["hard_negative"][:n])
         titles.append("BG_Swaps negative\n(black: none drawn)")
         recipes.append(recipes[1])
+        shown.append(views[1]["hard_negative_valid"][:n].view(-1, 1, 1, 1))
     captions: list[list[str] | None] = [None] * len(inputs)
     if backbone is not None:
         with torch.no_grad():
             anchor = F.normalize(backbone(inputs[0].float()), dim=1)
             captions = [[f"cos {s:.2f}" for s in (F.normalize(backbone(x.float()), dim=1) * anchor).sum(1).tolist()]
                         for x in inputs]
-    for title, x, recipe, caption in zip(titles, inputs, recipes, captions):
-        columns.append((title, _unnormalise(x.float(), recipe), caption))
+    for title, x, recipe, caption, drawn in zip(titles, inputs, recipes, captions, shown):
+        image = _unnormalise(x.float(), recipe)
+        columns.append((title, image if drawn is None else image * drawn.to(image), caption))
     return columns
 
 
