@@ -21,10 +21,9 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path: Path) -> None:
+def _save(fig, path: Path, dpi: int = 120) -> None:
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    fig.clf()
+    fig.savefig(path, dpi=dpi)
     _pyplot().close(fig)
 
 
@@ -67,9 +66,7 @@ def plot_geometry(history: list[dict], path: Path) -> None:
     axes[2].legend(fontsize=7)
     for ax in axes:
         ax.set_xlabel("epoch")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path, dpi=110)
 
 
 class SimilarityHistogram:
@@ -105,10 +102,8 @@ class SimilarityHistogram:
         ax.set_ylabel("count")
         ax.set_title(title, fontsize=9)
         ax.legend(fontsize=7)
-        fig.tight_layout()
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
+        _save(fig, path, dpi=110)
 
 
 def plot_report_spectra(cards: list[dict], path: Path) -> None:
@@ -162,9 +157,7 @@ def plot_report_curves(cards: list[dict], path: Path) -> None:
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("epoch")
     axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path, dpi=110)
 
 
 def plot_landscape(record: dict, path: Path, title: str = "") -> None:
