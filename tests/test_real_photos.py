@@ -220,3 +220,41 @@ def test_unreadable_files_end_in_one_plain_line_naming_them(world):
     assert code == 2 and "Traceback" not in out and len(errors) == 1
     assert f"'{world['gone']}' is in the file list but no longer exists" in errors[0]
     assert "index_cache" in errors[0] and "bad_images: skip" in errors[0]
+
+
+def test_report_on_real_photos_side_by_side(world):
+    """`sslkit report` on the trained checkpoint and its exported backbone: the same network,
+    so the same figures, each in range, with the Backgrounds Challenge from the masks."""
+    exported = world.get("exported")
+    if exported is None:
+        pytest.skip("needs the exported backbone")
+    out_dir = world["root"] / "report"
+    code, out = sslkit([*probe_data(world, "report")[:3], "--ckpt_path", world["ckpt"], exported,
+                        "--names", "ckpt", "exported", "--arch", "test_resnet", *probe_data(world)[5:],
+                        f"--data.init_args.mask_root={world['masks']}", f"--cache_dir={world['root'] / 'report_cache'}",
+                        "--l2_grid=[0.001,0.1]", "--out", out_dir], world["root"])
+    assert code == 0, out[-3000:]
+    cards = json.loads((out_dir / "report.json").read_text())["checkpoints"]
+    assert [c["name"] for c in cards] == ["ckpt", "exported"]
+    for card in cards:
+        assert 0.0 <= card["probe_top1"] <= card["probe_top5"] <= 1.0 and 0.0 <= card["knn_top1"] <= 1.0
+        assert math.isfinite(card["alpha"]) and card["effective_rank"] >= 1.0
+        assert 0.0 <= card["backgrounds_top1"]["mixed_rand"] <= 1.0
+    assert cards[0]["knn_top1"] == pytest.approx(cards[1]["knn_top1"])
+    assert (out_dir / "report.md").read_text().count("| ckpt |") == 1
+
+
+@pytest.mark.parametrize("loss", ["ssl", "probe"])
+def test_landscape_on_real_photos(world, loss):
+    out_dir = world["root"] / f"landscape_{loss}"
+    code, out = sslkit(["landscape", "-c", CONFIGS / "mocov2_imagenet.yaml", "--ckpt_path", world["ckpt"],
+                        "--loss", loss, "--batches", "1", "--top_k", "1", "--trace_samples", "3",
+                        "--density_probes", "1", "--lanczos_steps", "5", "--tol", "0.1", "--by_block", "false",
+                        "--out", out_dir, *world["data_args"], "--model.init_args.backbone=test_resnet"],
+                       world["root"])
+    assert code == 0, out[-3000:]
+    record = json.loads((out_dir / "landscape.json").read_text())
+    assert record["loss"] == loss and record["batch_size"] == 4
+    assert math.isfinite(record["top_eigenvalues"][0]) and math.isfinite(record["trace"])
+    assert record["most_negative_eigenvalue"] <= record["top_eigenvalues"][0]
+    assert (out_dir / "landscape.png").stat().st_size > 0
