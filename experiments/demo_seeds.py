@@ -1,5 +1,6 @@
 """The demos over several seeds: kNN top-1 at random initialisation and after training,
-and the wall time of each run, from the committed configs.
+the wall time of each run, and the last ``val/online_top1`` beside ``sslkit probe`` of the
+same checkpoint (on the run's own data), from the committed configs.
 
     python experiments/demo_seeds.py --out runs/demo_seeds --seeds 0 1 2
     python experiments/demo_seeds.py --demos demo --seeds 0 --threads 1   # thread-count dependence
@@ -27,14 +28,28 @@ DEMOS = {
     "demo_byol": ["configs/demo.yaml", "configs/demo_byol.yaml"],
     "demo_swav": ["configs/demo.yaml", "configs/demo_swav.yaml"],
 }
+PROBE_DATA = {  # the overlays' changes to the data, so the probe scores the run's own val split
+    "demo": [],
+    "demo_byol": ["--data.init_args.saturation=0.0"],
+    "demo_swav": ["--data.init_args.saturation=0.0"],
+}
 
 
-def last_knn(metrics: Path) -> float:
-    """The last logged ``val/knn_top1`` of a CSVLogger metrics file."""
-    values = [float(r["val/knn_top1"]) for r in csv.DictReader(metrics.open()) if r.get("val/knn_top1")]
+def last_logged(metrics: Path, key: str = "val/knn_top1") -> float:
+    """The last logged ``key`` of a CSVLogger metrics file."""
+    values = [float(r[key]) for r in csv.DictReader(metrics.open()) if r.get(key)]
     if not values:
-        raise RuntimeError(f"{metrics} has no val/knn_top1")
+        raise RuntimeError(f"{metrics} has no {key}")
     return values[-1]
+
+
+def probe(checkpoint: Path, demo: str, env: dict) -> float:
+    """``sslkit probe`` (fast protocol) top-1 of ``checkpoint`` on the demo's data."""
+    out = checkpoint.with_name("probe_fast.json")
+    subprocess.run([sys.executable, "-m", "sslkit.cli", "probe", "-c", str(REPO / "configs/linear_probe.yaml"),
+                    "--ckpt_path", str(checkpoint), *PROBE_DATA[demo], "--out", str(out)],
+                   check=True, stdout=subprocess.DEVNULL, env=env)
+    return json.loads(out.read_text())["top1"]
 
 
 def run(command: str, config: list[str], out: Path, name: str, seed: int, env: dict) -> float:
@@ -71,22 +86,28 @@ def main() -> None:
                 continue
             config = DEMOS[demo]
             run("validate", config, out, f"{key}_init", seed, env)
-            init = last_knn(out / f"{key}_init" / "version_0" / "metrics.csv")
+            init = last_logged(out / f"{key}_init" / "version_0" / "metrics.csv")
             seconds = run("fit", config, out, key, seed, env)
-            trained = last_knn(out / key / "version_0" / "metrics.csv")
+            metrics = out / key / "version_0" / "metrics.csv"
+            trained, online = last_logged(metrics), last_logged(metrics, "val/online_top1")
+            probed = probe(out / key / "version_0" / "checkpoints" / "last.ckpt", demo, env)
             results[key] = {"demo": demo, "seed": seed, "threads": args.threads, "random_init": init,
-                            "trained": trained, "wall_s": seconds}
+                            "trained": trained, "wall_s": seconds, "online_top1": online, "probe_top1": probed}
             results_file.write_text(json.dumps(results, indent=2))
-            print(f"{key}: {100 * init:.1f}% -> {100 * trained:.1f}% in {seconds:.0f} s", flush=True)
-    lines = ["| run | seed | threads | random init | trained | wall |", "|---|---|---|---|---|---|"]
+            print(f"{key}: {100 * init:.1f}% -> {100 * trained:.1f}% in {seconds:.0f} s; online {100 * online:.1f}%, "
+                  f"probe {100 * probed:.1f}%", flush=True)
+    lines = ["| run | seed | threads | random init | trained | wall | online top-1 | probe top-1 | gap |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for key, r in results.items():
+        gap = ((f"{100 * r['online_top1']:.1f}% | {100 * r['probe_top1']:.1f}% | "
+                f"{100 * (r['probe_top1'] - r['online_top1']):.1f}") if "probe_top1" in r else "| |")
         lines.append(f"| {r['demo']} | {r['seed']} | {r['threads'] or 'default'} | {100 * r['random_init']:.1f}% "
-                     f"| {100 * r['trained']:.1f}% | {r['wall_s']:.0f} s |")
+                     f"| {100 * r['trained']:.1f}% | {r['wall_s']:.0f} s | {gap} |")
     for demo in DEMOS:
         trained = [100 * r["trained"] for r in results.values() if r["demo"] == demo and not r["threads"]]
         if len(trained) > 1:
             lines.append(f"| {demo}: mean ± sd over {len(trained)} seeds | | | | "
-                         f"{statistics.mean(trained):.1f} ± {statistics.stdev(trained):.1f}% | |")
+                         f"{statistics.mean(trained):.1f} ± {statistics.stdev(trained):.1f}% | | | | |")
     (out / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

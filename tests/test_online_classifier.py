@@ -144,3 +144,126 @@ def test_a_0_2_run_resumes_with_the_classifier_switched_on(tmp_path, capfd, monk
     assert "finished 4 steps, 2 epochs" in out + err
     metrics = next((tmp_path / "runs").rglob("metrics.csv")).read_text()
     assert "val/online_top1" in metrics
+
+
+# ---------------------------------------------------------------- views: bank
+def objective_gradient(weight, bias, x, y, l2):
+    """Gradient of ``mean CE(x W^T + b, y) + (l2 / 2) ||W||^2``, written out by hand:
+    ``(softmax - onehot)^T x / N + l2 W`` and the column mean of ``softmax - onehot``."""
+    scores = x @ weight.T + bias
+    p = (scores - scores.max(1, keepdim=True).values).exp()
+    p = p / p.sum(1, keepdim=True)
+    residual = p - F.one_hot(y, weight.shape[0]).to(p)
+    return residual.T @ x / len(x) + l2 * weight, residual.mean(0)
+
+
+def fitted_standardisation(classifier, x):
+    return (x - classifier.standardize.mean) / (classifier.standardize.var + classifier.standardize.eps).sqrt()
+
+
+def test_a_bank_fit_is_the_optimum_of_the_probe_objective_on_the_labelled_bank():
+    torch.manual_seed(0)
+    labels = torch.randint(0, 3, (90,))
+    features = torch.randn(90, 6) * torch.tensor([1.0, 3, 0.5, 2, 1, 4]) + labels[:, None].float() + 5
+    labels[::9] = -1
+    classifier = OnlineClassifier(6, 3)
+    classifier.collect(features[:50], labels[:50])
+    classifier.collect(features[50:], labels[50:])
+    classifier.fit_bank(l2=1e-2, max_iter=300)
+    known = labels >= 0
+    x, y = features[known], labels[known]
+    mean = sum(x) / len(x)
+    assert torch.allclose(classifier.standardize.mean, mean, atol=1e-5)
+    assert torch.allclose(classifier.standardize.var, sum((r - mean) ** 2 for r in x) / len(x), atol=1e-4)
+    grad_w, grad_b = objective_gradient(classifier.linear.weight, classifier.linear.bias,
+                                        fitted_standardisation(classifier, x), y, 1e-2)
+    assert grad_w.abs().max() < 1e-4 and grad_b.abs().max() < 1e-4
+    accuracy = (classifier(x).argmax(1) == y).float().mean()
+    assert float(classifier.train_top1.compute()) == pytest.approx(float(accuracy))
+    before = classifier.linear.weight.clone()
+    classifier.fit_bank(l2=1e-2, max_iter=300)  # the bank was used up: nothing to refit on
+    assert torch.equal(classifier.linear.weight, before)
+
+
+def _bank_fit_on_rank(rank, world_size, features, labels):
+    classifier = OnlineClassifier(features.shape[1], 3)
+    part = torch.arange(len(labels)).chunk(world_size)[rank]
+    classifier.collect(features[part], labels[part])
+    classifier.fit_bank(l2=1e-2, max_iter=200)
+    return classifier.linear.weight, classifier.standardize.mean, float(classifier.train_top1.compute())
+
+
+def test_a_bank_fit_under_ddp_equals_one_process_and_every_rank_holds_the_same():
+    torch.manual_seed(0)
+    labels = torch.randint(0, 3, (41,))  # uneven parts: 21 and 20
+    features = torch.randn(41, 5) + labels[:, None].float()
+    single = _bank_fit_on_rank(0, 1, features, labels)
+    ranks = run_distributed(_bank_fit_on_rank, 2, features, labels)
+    assert torch.equal(ranks[0][0], ranks[1][0]) and torch.equal(ranks[0][1], ranks[1][1])
+    assert torch.allclose(ranks[0][0], single[0], rtol=0, atol=2e-3)  # L-BFGS to its tolerance on other threads
+    assert torch.allclose(ranks[0][1], single[1], atol=1e-6)
+    assert ranks[0][2] == pytest.approx(single[2])
+
+
+def test_a_bank_classifier_in_a_run_is_the_fit_on_the_clean_bank_and_leaves_training_alone(tmp_path):
+    """In a run, the classifier after a validation is the optimum on the kNN bank's features
+    (train split, evaluation view, eval mode), and ``val/online_top1`` is its accuracy on the
+    val split's; the backbone and projector are bit-identical to a run without it, and the
+    sanity check's partial bank fits nothing."""
+    from sslkit.eval.features import extract_features
+
+    online = OnlineClassifierConfig(views="bank", weight_decay=1e-2, max_iter=500)
+    runs = {}
+    for name, config in (("without", None), ("with", online)):
+        torch.manual_seed(0)
+        model, data = tiny_moco(online_classifier=config), tiny_data()
+        trainer = tiny_trainer(tmp_path / name, max_steps=-1, max_epochs=1, limit_val_batches=None,
+                               num_sanity_val_steps=2)
+        trainer.fit(model, data)
+        runs[name] = model, trainer, data
+    for part in ("backbone", "projector"):
+        a, b = (getattr(runs[n][0], part).state_dict() for n in ("without", "with"))
+        assert all(torch.equal(a[k], b[k]) for k in a), part
+    model, trainer, data = runs["with"]
+    assert trainer.optimizers[0].param_groups[-1]["params"][0] is not model.online_classifier.linear.weight
+    classifier = model.online_classifier
+    bank = extract_features(model.backbone, data.eval_loader(data.knn_bank()), model.augment.evaluate,
+                            progress=False, prepare=data.prepare)
+    val = extract_features(model.backbone, data.eval_loader(data.eval_split("val")), model.augment.evaluate,
+                           progress=False, prepare=data.prepare)
+    assert torch.allclose(classifier.standardize.mean, bank[0].mean(0), atol=1e-4)
+    grad_w, grad_b = objective_gradient(classifier.linear.weight, classifier.linear.bias,
+                                        fitted_standardisation(classifier, bank[0]), bank[1], 1e-2)
+    assert grad_w.abs().max() < 1e-3 and grad_b.abs().max() < 1e-3
+    accuracy = float((classifier(val[0]).argmax(1) == val[1]).float().mean())
+    assert float(trainer.callback_metrics["val/online_top1"]) == pytest.approx(accuracy)
+    assert "train/online_top1" in trainer.callback_metrics and "train/online_loss" not in trainer.callback_metrics
+
+
+def test_a_bank_classifier_is_not_fitted_on_the_sanity_check(tmp_path):
+    torch.manual_seed(0)
+    model = tiny_moco(online_classifier=OnlineClassifierConfig(views="bank"))
+    trainer = tiny_trainer(tmp_path, max_steps=-1, max_epochs=1, limit_train_batches=1, num_sanity_val_steps=2,
+                           check_val_every_n_epoch=2)
+    data = tiny_data()
+    trainer.fit(model, data)
+    fresh = OnlineClassifier(model.backbone.dim, 4)
+    assert torch.equal(model.online_classifier.standardize.var, fresh.standardize.var)  # never fitted: still ones
+    assert int(model.online_classifier.standardize.batches) == 0
+
+
+@pytest.mark.parametrize("before,after", [("global", "bank"), ("bank", "global")])
+def test_a_run_resumes_with_the_classifier_switched_between_bank_and_step(tmp_path, before, after):
+    torch.manual_seed(0)
+    model = tiny_moco(online_classifier=OnlineClassifierConfig(views=before))
+    trainer = tiny_trainer(tmp_path, max_steps=2)
+    trainer.fit(model, tiny_data())
+    trainer.save_checkpoint(tmp_path / "a.ckpt")
+    resumed = tiny_moco(online_classifier=OnlineClassifierConfig(views=after))
+    trainer = tiny_trainer(tmp_path, max_steps=3)
+    trainer.fit(resumed, tiny_data(), ckpt_path=tmp_path / "a.ckpt")
+    groups = trainer.optimizers[0].param_groups
+    classifier = list(resumed.online_classifier.parameters())
+    assert trainer.global_step == 3
+    assert (groups[-1]["params"] == classifier) == (after == "global")
+    assert not any(p is c for g in groups[:-1] for p in g["params"] for c in classifier)

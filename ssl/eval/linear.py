@@ -27,6 +27,35 @@ class LinearClassifier:
         return x @ self.weight.T + self.bias
 
 
+def minimize_logistic_loss(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    l2: float,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    max_iter: int = 500,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(W, b)`` minimising ``mean CE(x W^T + b, y) + (l2 / 2) ||W||^2`` by full-batch L-BFGS
+    with a strong-Wolfe line search, started from ``(weight, bias)`` (zeros for a fresh fit,
+    the last solution for a warm start). Runs with autograd on whatever mode the caller is in
+    (inference tensors are copied first); returns new tensors, leaving the inputs as they were."""
+    with torch.inference_mode(False), torch.enable_grad():
+        x, y = (t.clone() if t.is_inference() else t for t in (x, y))
+        weight = weight.detach().clone().float().requires_grad_(True)
+        bias = bias.detach().clone().float().requires_grad_(True)
+        optimizer = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=max_iter, history_size=20,
+                                      tolerance_grad=1e-7, tolerance_change=1e-10, line_search_fn="strong_wolfe")
+
+        def closure() -> torch.Tensor:
+            optimizer.zero_grad()
+            loss = F.cross_entropy(x @ weight.T + bias, y) + 0.5 * l2 * weight.pow(2).sum()
+            loss.backward()
+            return loss
+
+        optimizer.step(closure)
+    return weight.detach(), bias.detach()
+
+
 def fit_logistic_regression(
     features: torch.Tensor,
     labels: torch.Tensor,
@@ -44,19 +73,9 @@ def fit_logistic_regression(
     mean = x.mean(0) if standardize else torch.zeros(x.shape[1], device=device)
     std = x.std(0).clamp_min(1e-6) if standardize else torch.ones(x.shape[1], device=device)
     x = (x - mean) / std
-    weight = torch.zeros(num_classes, x.shape[1], device=device, requires_grad=True)
-    bias = torch.zeros(num_classes, device=device, requires_grad=True)
-    optimizer = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=max_iter, history_size=20,
-                                  tolerance_grad=1e-7, tolerance_change=1e-10, line_search_fn="strong_wolfe")
-
-    def closure() -> torch.Tensor:
-        optimizer.zero_grad()
-        loss = F.cross_entropy(x @ weight.T + bias, y) + 0.5 * l2 * weight.pow(2).sum()
-        loss.backward()
-        return loss
-
-    optimizer.step(closure)
-    return LinearClassifier(weight.detach(), bias.detach(), mean, std)
+    weight, bias = minimize_logistic_loss(x, y, l2, torch.zeros(num_classes, x.shape[1], device=device),
+                                          torch.zeros(num_classes, device=device), max_iter)
+    return LinearClassifier(weight, bias, mean, std)
 
 
 def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor, k: int) -> float:

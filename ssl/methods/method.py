@@ -194,7 +194,7 @@ class SSLMethod(pl.LightningModule):
         self.schedule = Schedule(0, 0)
         self._prepared = False
         self._threads_before: int | None = None
-        self._without_classifier: dict | None = None
+        self._classifier_group_from: dict | None = None
         self.measuring = False  # True while an evaluator (the landscape tools) runs step
         self.refuse_swap_negative()
 
@@ -257,7 +257,14 @@ class SSLMethod(pl.LightningModule):
         those features whenever the step runs the backbone."""
         standardize = self.online.standardize if standardize is None else standardize
         self.online_classifier = OnlineClassifier(self.backbone.dim, num_classes, standardize).to(self.device)
-        self.backbone.register_forward_hook(self._catch_features)
+        if self._online_in_step:
+            self.backbone.register_forward_hook(self._catch_features)
+        else:
+            self.online_classifier.requires_grad_(False)  # refitted at validation, outside the optimiser
+
+    @property
+    def _online_in_step(self) -> bool:
+        return self.online is None or self.online.in_step
 
     def _catch_features(self, backbone: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
         if self._caught is not None:
@@ -321,12 +328,12 @@ class SSLMethod(pl.LightningModule):
     def configure_optimizers(self):
         self.schedule = self.plan_schedule()
         classifier = None
-        if self.online_classifier is not None:
+        if self.online_classifier is not None and self._online_in_step:
             classifier = (list(self.online_classifier.parameters()), self.online)
         configured = configure_optimization(self, self.optim, classifier)
-        if self._without_classifier is not None:
-            add_classifier_group(self._without_classifier, configured)
-            self._without_classifier = None
+        if self._classifier_group_from is not None:
+            match_classifier_group(self._classifier_group_from, configured)
+            self._classifier_group_from = None
         return configured
 
     def transfer_batch_to_device(self, batch: dict, device: torch.device, dataloader_idx: int) -> dict:
@@ -362,7 +369,7 @@ class SSLMethod(pl.LightningModule):
         self.data_issues.count(batch)
         if "views" not in batch:
             return None
-        self._caught = [] if self.online_classifier is not None else None
+        self._caught = [] if self.online_classifier is not None and self._online_in_step else None
         try:
             loss, stats = self.step(batch["views"], labels=batch.get("label"))
         except FloatingPointError as err:
@@ -374,7 +381,7 @@ class SSLMethod(pl.LightningModule):
                                f"epoch {self.current_epoch}")
         self.log_dict({"train/loss": loss, **stats})
         self.log("loss", loss, prog_bar=True, logger=False)
-        online = self._online_loss(batch["views"], batch.get("label")) if self.online_classifier is not None else None
+        online = self._online_loss(batch["views"], batch.get("label")) if self._caught is not None else None
         if online is not None:
             self.log("train/online_loss", online)
             return loss + online  # no gradient reaches the backbone: the classifier sees detached features
@@ -407,12 +414,21 @@ class SSLMethod(pl.LightningModule):
 
     def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
         """Loader 0 is the kNN bank (train split, no augmentation), loader 1 the queries, which
-        the online classifier is scored on too."""
+        the online classifier is scored on too (a ``bank`` classifier is refitted on the bank
+        before the first query; not while Lightning's sanity check runs)."""
         if "label" in batch and "eval_image" in batch:
             features = self.backbone(batch["eval_image"])
             self.knn.update(features, batch["label"], bank=dataloader_idx == 0)
-            if dataloader_idx == 1 and self.online_classifier is not None:
-                self.online_classifier.evaluate(features, batch["label"])
+            classifier = self.online_classifier
+            if classifier is None:
+                return
+            if dataloader_idx == 0 and not self._online_in_step:
+                classifier.collect(features, batch["label"])
+            elif dataloader_idx == 1:
+                if not self._online_in_step and not self.trainer.sanity_checking:
+                    classifier.fit_bank(self.online.weight_decay, self.online.max_iter)
+                classifier.drop_bank()
+                classifier.evaluate(features, batch["label"])
 
     def on_validation_epoch_end(self) -> None:
         self._log_knn()
@@ -428,6 +444,11 @@ class SSLMethod(pl.LightningModule):
     def _log_online(self) -> None:
         """``val/online_top1`` and ``val/online_top5`` of the epoch, over all ranks."""
         classifier = self.online_classifier
+        if classifier is not None:
+            classifier.drop_bank()
+        if classifier is not None and not self._online_in_step and classifier.train_top1.update_count:
+            self.log("train/online_top1", classifier.train_top1.compute())
+            classifier.train_top1.reset()
         if classifier is not None and classifier.val_top1.update_count:
             self.log_dict({"val/online_top1": classifier.val_top1.compute(),
                            "val/online_top5": classifier.val_top5.compute()}, prog_bar=False)
@@ -444,7 +465,8 @@ class SSLMethod(pl.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """A checkpoint with an online classifier gets one of its shape (``load_from_checkpoint``
         builds none before loading); a checkpoint without one (sslkit 0.2) leaves this run's
-        fresh one as it is, its optimiser state included."""
+        fresh one as it is, its optimiser state included. Resuming with the classifier switched
+        between ``bank`` and a training-step source adds or drops its optimiser group."""
         state = checkpoint.get("state_dict", {})
         weight = state.get("online_classifier.linear.weight")
         if weight is not None and self.online_classifier is None:
@@ -453,7 +475,10 @@ class SSLMethod(pl.LightningModule):
             rank_zero_warn("the checkpoint has no online classifier: this run's starts fresh")
             for key, value in self.online_classifier.state_dict(prefix="online_classifier.").items():
                 checkpoint["state_dict"][key] = value
-            self._without_classifier = checkpoint  # its optimiser state gets the group once it exists
+        saved = (checkpoint.get("hyper_parameters") or {}).get("online_classifier")
+        saved_group = weight is not None and saved is not None and as_config(saved, OnlineClassifierConfig).in_step
+        if saved_group != (self.online_classifier is not None and self._online_in_step):
+            self._classifier_group_from = checkpoint  # matched to this run's groups once they exist
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["sslkit_class_path"] = f"{type(self).__module__}.{type(self).__qualname__}"
@@ -464,17 +489,23 @@ class SSLMethod(pl.LightningModule):
                 for k, v in hparams.items()}
 
 
-def add_classifier_group(checkpoint: dict, configured: dict) -> None:
-    """Resume a checkpoint written without an online classifier (sslkit 0.2) into a run with
-    one: the classifier's parameter group (the optimiser's last) joins the stored optimiser and
-    schedule states, as the run's fresh one."""
+def match_classifier_group(checkpoint: dict, configured: dict) -> None:
+    """Resume a checkpoint whose optimiser lacks the online classifier's group (sslkit 0.2, or
+    a ``bank`` classifier) into a run that trains it in the step: the group (the optimiser's
+    last) joins the stored optimiser and schedule states as the run's fresh one. The other way
+    round, the stored group and its momentum buffers are dropped."""
     optimizer, scheduler = configured["optimizer"], configured["lr_scheduler"]["scheduler"]
     for stored in checkpoint.get("optimizer_states", [])[:1]:
         live = optimizer.state_dict()["param_groups"]
         if len(stored["param_groups"]) == len(live) - 1:
             stored["param_groups"].append(live[-1])
+        elif len(stored["param_groups"]) == len(live) + 1:
+            for index in stored["param_groups"].pop()["params"]:
+                stored["state"].pop(index, None)
     for stored in checkpoint.get("lr_schedulers", [])[:1]:
         live = scheduler.state_dict()
         for key in ("base_lrs", "_last_lr", "lr_lambdas"):
             if key in stored and len(stored[key]) == len(live[key]) - 1:
                 stored[key].append(live[key][-1])
+            elif key in stored and len(stored[key]) == len(live[key]) + 1:
+                stored[key].pop()
