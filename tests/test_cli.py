@@ -154,7 +154,8 @@ def test_probe_configs_parse():
 
 def test_ddp_on_two_cpu_processes_then_resume_on_one(tmp_path):
     """Lightning DDP (gloo) with global BatchNorm: checkpoints come from rank 0 alone, and
-    the run resumes on a single process with the same global batch."""
+    the run resumes on a single process with the same global batch. The demo's online
+    classifier is refitted on the bank gathered from both ranks."""
     demo = os.path.join(REPO, "configs/demo.yaml")
     small = ["--trainer.limit_train_batches=3", "--trainer.limit_val_batches=1", "--trainer.enable_progress_bar=false",
              "--data.init_args.num_train=128", "--data.init_args.num_val=32", "--model.init_args.queue_size=128",
@@ -164,6 +165,8 @@ def test_ddp_on_two_cpu_processes_then_resume_on_one(tmp_path):
     assert two.returncode == 0, two.stderr[-3000:]
     ckpts = sorted(p.name for p in (tmp_path / "runs" / "demo").rglob("*.ckpt"))
     assert ckpts == ["epoch=0-step=3.ckpt", "last.ckpt"]
+    metrics = sorted((tmp_path / "runs" / "demo").rglob("metrics.csv"))[0].read_text()
+    assert "val/online_top1" in metrics and "train/online_top1" in metrics  # the bank refit, on both ranks
     last = next((tmp_path / "runs" / "demo").rglob("last.ckpt"))
     one = run(["fit", "-c", demo, *small, "--trainer.max_epochs=2", "--trainer.devices=1",
                "--data.init_args.batch_size=32", f"--ckpt_path={last}"], tmp_path)

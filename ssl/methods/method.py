@@ -6,9 +6,9 @@
                 when it names one. What is evaluated and exported.
     augment     ``MultiView``: a uint8 batch -> the views; checked against BG_Swaps.
     optim       ``OptimConfig``; speed: ``SpeedConfig``; knn: ``KNNConfig`` (``val/knn_top1``).
-    online_classifier  ``OnlineClassifierConfig`` or ``None``: a linear layer trained on the
-                detached backbone features of the step (``train/online_top1``,
-                ``val/online_top1``, ``val/online_top5``).
+    online_classifier  ``OnlineClassifierConfig`` or ``None``: a linear layer on detached
+                backbone features, of the step's crops or refitted on the kNN bank at each
+                validation (``train/online_top1``, ``val/online_top1``, ``val/online_top5``).
 
 and saves every constructor argument of the method as hyper-parameters. A method (a
 subclass) then builds its heads (``projector`` at least), its momentum copies and its loss,
@@ -34,13 +34,15 @@ The hooks below run that contract, in the order Lightning calls them:
                              ``optim`` over every trainable parameter, warm-up + cosine
     transfer_batch_to_device everything but JPEG bytes, which the data module decodes
     on_after_batch_transfer  JPEGs decoded, reseed, views or evaluation image
-    training_step            step(), with the backbone's features of the step caught for the
-                             online classifier; a non-finite loss or FloatingPointError goes
+    training_step            step(), with the backbone's features of the step caught for an
+                             in-step online classifier; a non-finite loss or FloatingPointError goes
                              to the ``fault_handler`` (``NumericalGuard``) or stops the run
     optimizer_step           after the update, every momentum pair moves
     on_train_epoch_end       data issues (missing masks, unreadable images) logged
     validation/test          weighted kNN and the online classifier on backbone features
-    on_load_checkpoint       an online classifier the checkpoint has (or lacks) made to fit
+                             (a ``bank`` classifier refitted on the bank before the queries)
+    on_load_checkpoint       an online classifier the checkpoint has (or lacks) made to fit,
+                             its optimiser group added or dropped
     on_save_checkpoint       class path recorded, hyper-parameters stored as plain data
     teardown                 the process's thread count restored
 """

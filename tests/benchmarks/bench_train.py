@@ -5,8 +5,11 @@ of the online linear classifier.
 
 Builds the config's model and data through the CLI parser (nothing is trained to
 completion), then times ``steps`` optimiser steps on real batches from the DataModule. Where
-the config switches the online classifier on, steps with and without it alternate on the
-same batches, and its share of the step is reported (median of the per-step differences).
+the config trains the online classifier in the step (``views: global`` or ``all``), steps
+with and without it alternate on the same batches, and its share of the step is reported
+(median of the per-step differences). A ``views: bank`` classifier costs nothing per step;
+its refit on the kNN bank is timed instead, cold before the steps and warm-started after them
+(on the features the stepped backbone gives), against an epoch of the timed steps.
 """
 from __future__ import annotations
 
@@ -44,10 +47,14 @@ def main() -> None:
     loader = iter(data.train_dataloader())
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01, momentum=0.9)
 
-    online = model.online is not None
-    if online:
+    online = model.online is not None and model.online.in_step
+    if model.online is not None:
         model.build_online_classifier(int(data.labels("train").max()) + 1)
+    if online:
         optimizer.add_param_group({"params": list(model.online_classifier.parameters())})
+    refits = []
+    if model.online is not None and not online:
+        refits.append(time_refit(model, data, device))
 
     def step(batch, timings, with_online=False):
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
@@ -90,11 +97,32 @@ def main() -> None:
     images = sum(t[2] for t in timings)
     print(f"config {' + '.join(args.config)} on {device} ({args.precision}): {images / total:,.0f} images/s, "
           f"augmentation {100 * aug / total:.1f}% of step time ({total / len(timings) * 1000:.1f} ms/step)")
+    if refits:
+        refits.append(time_refit(model, data, device))
+        epoch = statistics.median(t[1] for t in timings) * len(data.train_dataloader())
+        for name, seconds in zip(("cold", "warm-started"), refits):
+            print(f"online classifier (bank): {name} refit {seconds:.3f} s per validation, "
+                  f"{100 * seconds / epoch:.1f}% of an epoch's training steps ({epoch:.1f} s)")
     if online:
         extra = [b[1] - a[1] for a, b in zip(timings, with_classifier)]
         base = statistics.median(t[1] for t in timings)
         print(f"online classifier: {1000 * statistics.median(extra):+.1f} ms per step (median of {len(extra)} "
               f"paired steps), {100 * statistics.median(extra) / base:+.1f}% of a {1000 * base:.1f} ms step")
+
+
+def time_refit(model, data, device: torch.device) -> float:
+    """Seconds of one ``views: bank`` refit on the features of the kNN bank under the model's
+    evaluation view (extracted first, not timed)."""
+    from sslkit.eval.features import extract_features
+
+    features, labels = extract_features(model.backbone, data.eval_loader(data.knn_bank()), model.augment.evaluate,
+                                        device, desc="bank", prepare=data.prepare)
+    model.online_classifier.collect(features.to(device), labels.to(device))
+    sync(device)
+    start = time.perf_counter()
+    model.online_classifier.fit_bank(model.online.weight_decay, model.online.max_iter)
+    sync(device)
+    return time.perf_counter() - start
 
 
 if __name__ == "__main__":
