@@ -98,9 +98,10 @@ def main() -> None:
                   f"probe {100 * probed:.1f}%", flush=True)
     lines = ["| run | seed | threads | random init | trained | wall | online top-1 | probe top-1 | gap |",
              "|---|---|---|---|---|---|---|---|---|"]
-    for key, r in results.items():
+    order = sorted(results.values(), key=lambda r: (list(DEMOS).index(r["demo"]), r["seed"], r["threads"] or 0))
+    for r in order:
         gap = ((f"{100 * r['online_top1']:.1f}% | {100 * r['probe_top1']:.1f}% | "
-                f"{100 * (r['probe_top1'] - r['online_top1']):.1f}") if "probe_top1" in r else "| |")
+                f"{100 * (r['probe_top1'] - r['online_top1']):.1f}") if "probe_top1" in r else " | | ")
         lines.append(f"| {r['demo']} | {r['seed']} | {r['threads'] or 'default'} | {100 * r['random_init']:.1f}% "
                      f"| {100 * r['trained']:.1f}% | {r['wall_s']:.0f} s | {gap} |")
     for demo in DEMOS:
