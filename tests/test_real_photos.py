@@ -111,6 +111,21 @@ def test_fit_every_imagenet_config_on_real_photos(world, configs):
         assert "train/swap_negative_rate" in logged or "swav" in name or "byol" in name
 
 
+def test_the_bank_online_classifier_on_real_photos(world):
+    """``online_classifier.views: bank`` (the demos' choice) on whole photos: refitted on the
+    kNN bank's evaluation views each epoch, then scored on the val split."""
+    name = "bank_classifier"
+    code, out = sslkit(["fit", "-c", CONFIGS / "mocov2_imagenet.yaml", *CPU, *TWO_STEPS, *world["data_args"],
+                        "--model.init_args.backbone=test_resnet", "--trainer.check_val_every_n_epoch=1",
+                        "--model.init_args.online_classifier={views: bank, weight_decay: 1.0e-4}",
+                        f"--trainer.logger.init_args.name={name}"], world["root"])
+    assert code == 0, out[-3000:]
+    logged = metrics(next((world["root"] / "runs" / name).glob("version_*")))
+    assert "train/online_loss" not in logged
+    assert 0.0 <= logged["val/online_top1"][-1] <= logged["val/online_top5"][-1] <= 1.0
+    assert 0.0 <= logged["train/online_top1"][-1] <= 1.0
+
+
 @pytest.mark.parametrize("subcommand", ["validate", "test"])
 def test_validate_and_test_a_checkpoint_on_real_photos(world, subcommand):
     code, out = sslkit([subcommand, "-c", CONFIGS / "mocov2_imagenet.yaml", *CPU, *world["data_args"],
