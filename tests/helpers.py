@@ -98,3 +98,21 @@ def record_draws(module):
 
     module.draw = recording
     return draws
+
+
+def tiny_baseline(name: str, **kwargs):
+    """SimCLR, SimSiam, BarlowTwins or VICReg with the test backbone and 32 px views."""
+    from sslkit.augmentations import BYOLViews
+    from sslkit import methods
+
+    args = dict(backbone="test_resnet", knn=KNNConfig(k=5))
+    if name in ("SimCLR", "SimSiam"):
+        args.update(proj_hidden_dim=32, proj_output_dim=16, augment=MoCoV2Views(crop_size=32, blur_p=0.0))
+    else:
+        args.update(proj_hidden_dim=32, proj_output_dim=16, augment=BYOLViews(crop_size=32, blur_p=(0.0, 0.0)))
+    if name == "SimSiam":
+        args.update(pred_hidden_dim=8, optim=OptimConfig(lr=0.1, schedule_interval="step"))
+    if name in ("SimCLR", "BarlowTwins", "VICReg"):
+        args.update(optim={"lr": 0.5, "warmup_epochs": 1})
+    args.update(kwargs)
+    return getattr(methods, name)(**args)

@@ -244,6 +244,43 @@ def load_backbone_weights(backbone: Backbone, source: str | Path, ckpt_format: s
     return report
 
 
+def method_class(checkpoint: dict, source: str | Path) -> type:
+    """The method class an sslkit checkpoint records. A method of the user's own module that is
+    not importable from here (another working directory) is imported from the file the
+    checkpoint records, where that file still exists; otherwise one line says what to do."""
+    class_path = checkpoint["sslkit_class_path"]
+    module_name, _, class_name = class_path.rpartition(".")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        if err.name != module_name.split(".")[0] and err.name != module_name:
+            raise
+        module = _module_from_file(module_name, checkpoint.get("sslkit_class_file"))
+        if module is None:
+            raise CheckpointError(
+                f"'{source}' was written by {class_path}, and module '{module_name}' is not importable here: run from "
+                f"the folder that holds {module_name.replace('.', '/')}.py or add that folder to PYTHONPATH") from None
+    return getattr(module, class_name)
+
+
+def _module_from_file(name: str, path: str | None):
+    """The module ``name`` executed from ``path`` (and kept in ``sys.modules``), or None."""
+    import importlib.util
+    import sys
+
+    if not path or not Path(path).is_file():
+        return None
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(name, None)
+        raise
+    return module
+
+
 def load_projector(source: str | Path) -> nn.Module | None:
     """The projector of an sslkit checkpoint (every method has one, ``SSLMethod``), from the
     method the checkpoint records, loaded strictly; ``None`` for other formats."""
@@ -251,8 +288,8 @@ def load_projector(source: str | Path) -> nn.Module | None:
     class_path = checkpoint.get("sslkit_class_path")
     if class_path is None:
         return None
-    module_name, _, class_name = class_path.rpartition(".")
-    cls = getattr(importlib.import_module(module_name), class_name)
+    cls = method_class(checkpoint, source)
+    class_name = cls.__name__
     kwargs = {k: v for k, v in (checkpoint.get("hyper_parameters") or {}).items()
               if k not in ("augment", "backbone_weights") and not k.startswith("_")}
     kwargs["backbone"] = {**sslkit_backbone(checkpoint), "ckpt_path": None}  # its weights come from the file itself

@@ -5,15 +5,19 @@ from sslkit.eval.knn import KNNConfig
 from sslkit.eval.online import OnlineClassifierConfig
 from sslkit.nn.backbones import BackboneConfig
 
+from .barlow_twins import BarlowTwins
 from .byol import BYOL
 from .lars import LARS
 from .method import SSLMethod
 from .mocov2 import MoCoV2
 from .optim import OptimConfig
+from .simclr import SimCLR
+from .simsiam import SimSiam
 from .speed import SpeedConfig
 from .swav import SwAV
+from .vicreg import VICReg
 
 allow_safe_types()  # Lightning's own loads (resume, load_from_checkpoint) read sslkit's configs too
 
-__all__ = ["BYOL", "BackboneConfig", "KNNConfig", "LARS", "MoCoV2", "OnlineClassifierConfig", "OptimConfig", "SSLMethod",
-           "SpeedConfig", "SwAV"]
+__all__ = ["BYOL", "BackboneConfig", "BarlowTwins", "KNNConfig", "LARS", "MoCoV2", "OnlineClassifierConfig",
+           "OptimConfig", "SSLMethod", "SimCLR", "SimSiam", "SpeedConfig", "SwAV", "VICReg"]

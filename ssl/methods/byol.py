@@ -7,6 +7,7 @@ the other, symmetrised (``sslkit.nn.losses.byol_loss``).
 from __future__ import annotations
 
 import torch
+from jsonargparse import lazy_instance
 from torch import nn
 
 from sslkit.augmentations import BYOLViews, MultiView
@@ -49,16 +50,14 @@ class BYOL(SSLMethod):
         pred_hidden_dim: int = 4096,
         momentum: float = 0.996,
         momentum_end: float = 1.0,
-        augment: MultiView | None = None,
-        optim: OptimConfig | None = None,
+        augment: MultiView = lazy_instance(BYOLViews),
+        optim: OptimConfig | None = OptimConfig(name="lars", lr=0.2, weight_decay=1.5e-6, exclude_bias_and_norm=True,
+                                         warmup_epochs=10, warmup_ends_at_peak=False),
         speed: SpeedConfig | None = None,
         knn: KNNConfig | None = None,
         online_classifier: OnlineClassifierConfig | None = None,
     ) -> None:
-        super().__init__(backbone, augment or BYOLViews(), optim or OptimConfig(
-            name="lars", lr=0.2, weight_decay=1.5e-6, exclude_bias_and_norm=True, warmup_epochs=10,
-            warmup_ends_at_peak=False,
-        ), speed, knn, online_classifier)
+        super().__init__(backbone, augment, optim, speed, knn, online_classifier)
         self.projector = mlp_head(self.backbone.dim, proj_hidden_dim, proj_output_dim, batch_norm=True)
         self.predictor = mlp_head(proj_output_dim, pred_hidden_dim, proj_output_dim, batch_norm=True)
         self.momentum_backbone = momentum_copy(self.backbone)

@@ -17,6 +17,9 @@ and provides:
     step(views, labels) -> (loss, stats)   the loss of one batch of views (labels serve
                                            diagnostics only); a numerical fault raises
                                            ``FloatingPointError``.
+    param_groups() -> [dict]               the optimiser's groups with their own lr and
+                                           weight-decay multipliers or a fixed rate
+                                           (default: one group)
     momentum_pairs() -> [(online, copy)]   networks that follow others by EMA (default: none)
     momentum_at(step) -> float             their rate after optimiser step ``step``
     check_data(data, world_size)           refuse data the method cannot use, early
@@ -31,7 +34,7 @@ The hooks below run that contract, in the order Lightning calls them:
                              process's threads shared with the data workers on a CPU
     configure_optimizers     ``plan_schedule`` (the one place where steps are counted:
                              ``schedule.total_steps``, ``schedule.steps_per_epoch``), then
-                             ``optim`` over every trainable parameter, warm-up + cosine
+                             ``optim`` over ``param_groups()``, warm-up + cosine
     transfer_batch_to_device everything but JPEG bytes, which the data module decodes
     on_after_batch_transfer  JPEGs decoded, reseed, views or evaluation image
     training_step            step(), with the backbone's features of the step caught for an
@@ -48,12 +51,15 @@ The hooks below run that contract, in the order Lightning calls them:
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+import importlib
 import inspect
 import math
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import ClassVar
 
 import pytorch_lightning as pl
@@ -138,19 +144,46 @@ class DataIssues:
         self.missing_masks, self.skipped = 0, []
 
 
+def recipe_value(value, default):
+    """A constructor argument resolved against the method's own default (its recipe): ``None``
+    or the default itself gives a fresh copy of the default; a dict of some fields of a config
+    dataclass changes those fields of the method's default, not of the dataclass's generic
+    one, as a YAML key or a ``--model.init_args.optim.lr`` flag does through LightningCLI."""
+    if hasattr(type(default), "lazy_get_init_data"):  # jsonargparse.lazy_instance: a class default
+        if value is None or value is default:
+            data = default.lazy_get_init_data()
+            module, _, name = data.class_path.rpartition(".")
+            init_args = dict(vars(data.init_args)) if "init_args" in data else {}
+            return getattr(importlib.import_module(module), name)(**init_args)
+        return value
+    if dataclasses.is_dataclass(default) and not isinstance(default, type):
+        if value is None or value is default:
+            return dataclasses.replace(default)
+        if isinstance(value, dict):
+            known = {f.name for f in dataclasses.fields(default)}
+            unknown = sorted(set(value) - known)
+            if unknown:
+                raise TypeError(f"{type(default).__name__} has no field {unknown[0]!r}; its fields: {sorted(known)}")
+            return dataclasses.replace(default, **value)
+    return value
+
+
 def _recording_arguments(init: Callable) -> Callable:
-    """A method's ``__init__`` that accepts 0.2's argument names (``legacy.fold``) and records
-    the arguments of the outermost constructor, which ``SSLMethod`` saves as hyper-parameters."""
+    """A method's ``__init__`` that accepts 0.2's argument names (``legacy.fold``), resolves
+    each argument against the method's default (``recipe_value``) and records the arguments
+    of the outermost constructor, which ``SSLMethod`` saves as hyper-parameters."""
     signature = inspect.signature(init)
 
     @functools.wraps(init)
     def wrapper(self, *args, **kwargs):
         kwargs = fold(kwargs, type(self).legacy_names)
+        bound = signature.bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        for name, value in list(bound.arguments.items())[1:]:
+            bound.arguments[name] = recipe_value(value, signature.parameters[name].default)
         if "_init_arguments" not in self.__dict__:
-            bound = signature.bind(self, *args, **kwargs)
-            bound.apply_defaults()
-            object.__setattr__(self, "_init_arguments", {k: v for k, v in bound.arguments.items() if k != "self"})
-        init(self, *args, **kwargs)
+            object.__setattr__(self, "_init_arguments", dict(list(bound.arguments.items())[1:]))
+        init(*bound.args, **bound.kwargs)
 
     return wrapper
 
@@ -249,6 +282,31 @@ class SSLMethod(pl.LightningModule):
     def prepare(self) -> None:
         """Module surgery that needs the trainer (devices, ranks), before the speed settings."""
 
+    def global_batchnorm(self, *names: str) -> None:
+        """Under DDP, every BatchNorm of the named submodules normalises over the global batch
+        (the official codes' SyncBatchNorm; ``GlobalBatchNorm`` off GPUs). Call from
+        ``prepare``."""
+        if distributed.world_size() > 1:
+            from sslkit.nn.syncbn import synchronise_batchnorm
+
+            on_gpu = self.trainer.strategy.root_device.type == "cuda"
+            for name in names:
+                setattr(self, name, synchronise_batchnorm(getattr(self, name), on_gpu))
+
+    def param_groups(self) -> list[dict]:
+        """The optimiser's parameter groups: every trainable parameter but the online
+        classifier's, in exactly one group. A group is a dict with ``params`` and, optionally,
+        ``name``, ``lr_mult`` (x the scheduled, batch-scaled rate), ``weight_decay_mult``,
+        ``fixed_lr`` (stays at ``lr_mult`` x the peak: no warm-up, no cosine) and ``exclude``
+        (no weight decay, no LARS adaptation). Default: one group of everything."""
+        return [{"name": "all", "params": self.trainable_parameters()}]
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """Every parameter the optimiser trains: those that need gradient, but the online
+        classifier's (a group of its own)."""
+        own = {id(p) for p in self.online_classifier.parameters()} if self.online_classifier is not None else set()
+        return [p for p in self.parameters() if p.requires_grad and id(p) not in own]
+
     def encoders(self) -> list[nn.Module]:
         """The backbone and its momentum copies: what ``speed.compile`` compiles."""
         copies = [copy for online, copy in self.momentum_pairs() if online is self.backbone]
@@ -332,7 +390,7 @@ class SSLMethod(pl.LightningModule):
         classifier = None
         if self.online_classifier is not None and self._online_in_step:
             classifier = (list(self.online_classifier.parameters()), self.online)
-        configured = configure_optimization(self, self.optim, classifier)
+        configured = configure_optimization(self, self.optim, self.param_groups(), classifier)
         if self._classifier_group_from is not None:
             match_classifier_group(self._classifier_group_from, configured)
             self._classifier_group_from = None
@@ -484,6 +542,8 @@ class SSLMethod(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["sslkit_class_path"] = f"{type(self).__module__}.{type(self).__qualname__}"
+        with contextlib.suppress(TypeError, OSError):  # where a method of the user's own module is defined
+            checkpoint["sslkit_class_file"] = str(Path(inspect.getfile(type(self))).resolve())
         hparams = checkpoint.get("hyper_parameters")
         if isinstance(hparams, dict):
             checkpoint["hyper_parameters"] = {

@@ -9,6 +9,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from jsonargparse import lazy_instance
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import nn
 
@@ -24,7 +25,7 @@ from sslkit.nn.losses import info_nce_logits
 from sslkit.nn.momentum import cosine_momentum, momentum_copy
 from sslkit.nn.queue import NegativeQueue
 from sslkit.nn.splitbn import convert_split_batchnorm
-from sslkit.nn.syncbn import convert_global_batchnorm
+from sslkit.nn.syncbn import synchronise_batchnorm
 
 from .method import SSLMethod, as_config, embedding_spread
 from .optim import OptimConfig
@@ -91,15 +92,13 @@ class MoCoV2(SSLMethod):
         negative_beta: float = 0.0,
         mochi: MoCHi | None = None,
         hardness_log_every: int = 50,
-        augment: MultiView | None = None,
-        optim: OptimConfig | None = None,
+        augment: MultiView = lazy_instance(MoCoV2Views),
+        optim: OptimConfig | None = OptimConfig(lr=0.03, weight_decay=1e-4, schedule_interval="epoch"),
         speed: SpeedConfig | None = None,
         knn: KNNConfig | None = None,
         online_classifier: OnlineClassifierConfig | None = None,
     ) -> None:
-        super().__init__(backbone, augment or MoCoV2Views(),
-                         optim or OptimConfig(lr=0.03, weight_decay=1e-4, schedule_interval="epoch"), speed, knn,
-                         online_classifier)
+        super().__init__(backbone, augment, optim, speed, knn, online_classifier)
         if batchnorm not in ("split", "shuffle", "sync", "plain"):
             raise ValueError(f"model.batchnorm must be one of split, shuffle, sync, plain; got '{batchnorm}'")
         if queue_per_view and not symmetric:
@@ -194,8 +193,7 @@ class MoCoV2(SSLMethod):
             on_gpu = self.trainer.strategy.root_device.type == "cuda"
             for name in ("backbone", "projector", "momentum_backbone", "momentum_projector"):
                 module = getattr(self, name)
-                setattr(self, name, nn.SyncBatchNorm.convert_sync_batchnorm(module) if on_gpu
-                        else convert_global_batchnorm(module))
+                setattr(self, name, synchronise_batchnorm(module, on_gpu))
         if self.batchnorm == "shuffle" and self.trainer.world_size == 1:
             rank_zero_warn("model.batchnorm: shuffle on a single process cannot stop the BatchNorm leak; "
                            "use batchnorm: split on one device")

@@ -11,6 +11,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from jsonargparse import lazy_instance
 from torch import nn
 
 from sslkit.augmentations import IMAGENET_MEAN, MultiCropViews, MultiView
@@ -75,16 +76,15 @@ class SwAV(SSLMethod):
         queue_size: int = 0,
         queue_start_epoch: int = 15,
         queue_fill_epoch: int | None = None,
-        augment: MultiView | None = None,
-        optim: OptimConfig | None = None,
+        augment: MultiView = lazy_instance(MultiCropViews, mean=IMAGENET_MEAN, std=SWAV_STD),
+        optim: OptimConfig | None = OptimConfig(name="lars", lr=4.8, lr_scaling="none", weight_decay=1e-6,
+                                         trust_coefficient=0.001, trust_ratio="larc", warmup_epochs=10,
+                                         warmup_start_lr=0.3, final_lr=0.0048),
         speed: SpeedConfig | None = None,
         knn: KNNConfig | None = None,
         online_classifier: OnlineClassifierConfig | None = None,
     ) -> None:
-        super().__init__(backbone, augment or MultiCropViews(mean=IMAGENET_MEAN, std=SWAV_STD), optim or OptimConfig(
-            name="lars", lr=4.8, lr_scaling="none", weight_decay=1e-6, trust_coefficient=0.001,
-            trust_ratio="larc", warmup_epochs=10, warmup_start_lr=0.3, final_lr=0.0048,
-        ), speed, knn, online_classifier)
+        super().__init__(backbone, augment, optim, speed, knn, online_classifier)
         if num_prototypes < 2:
             raise ValueError(f"model.num_prototypes must be at least 2, got {num_prototypes}")
         if prototype_norm not in ("renormalize", "weight_norm"):

@@ -122,20 +122,33 @@ class HardNegatives:
     def __init__(self, band: HardnessBand | None = None, beta: float = 0.0, mochi: MoCHi | None = None) -> None:
         self.band, self.beta, self.mochi = band, beta, mochi
 
-    def logits(self, query: torch.Tensor, negatives: torch.Tensor,
-               temperature: float) -> tuple[torch.Tensor, NegativeSimilarity]:
+    def logits(self, query: torch.Tensor, negatives: torch.Tensor, temperature: float,
+               exclude: torch.Tensor | None = None) -> tuple[torch.Tensor, NegativeSimilarity]:
         """Negative logits ``[B, M]`` (divided by ``temperature``) of ``query`` against
-        ``negatives`` ``[K, D]``, and what each query saw."""
+        ``negatives`` ``[K, D]``, and what each query saw. ``exclude`` ``[B, K]``: rows of
+        ``negatives`` that are no negatives of that query (SimCLR's positive and the query
+        itself; the same count per query): left out, and band indices still count in
+        ``negatives``."""
         similarity = query @ negatives.to(query.dtype).T
+        full_similarity = similarity
+        columns = None
+        if exclude is not None:
+            keep = ~exclude
+            columns = torch.arange(similarity.shape[1], device=similarity.device).expand_as(similarity)
+            columns = columns[keep].view(query.shape[0], -1)
+            similarity = similarity[keep].view(query.shape[0], -1)
+            full_similarity = full_similarity.masked_fill(exclude, float("-inf"))
         if self.band is None or self.band.full:
             band_similarity = similarity
             band_index = torch.arange(similarity.shape[1], device=similarity.device).expand_as(similarity)
         else:
             band_similarity, band_index = self.band.select(similarity)
+        if columns is not None:
+            band_index = columns.gather(1, band_index)
         seen = NegativeSimilarity(similarity, band_similarity, band_index)
         parts = [band_similarity]
         if self.mochi is not None:
-            synthetic = mochi_negatives(query, negatives.to(query.dtype), similarity, self.mochi)
+            synthetic = mochi_negatives(query, negatives.to(query.dtype), full_similarity, self.mochi)
             parts.append(torch.einsum("bd,bmd->bm", query, synthetic))
         logits = (torch.cat(parts, dim=1) if len(parts) > 1 else band_similarity) / temperature
         if self.beta != 0.0:

@@ -72,6 +72,12 @@ def convert_global_batchnorm(module: nn.Module) -> nn.Module:
     return module
 
 
+def synchronise_batchnorm(module: nn.Module, on_gpu: bool) -> nn.Module:
+    """Every BatchNorm of ``module`` normalised over the global batch: torch's
+    ``SyncBatchNorm`` on GPUs, ``GlobalBatchNorm`` elsewhere."""
+    return nn.SyncBatchNorm.convert_sync_batchnorm(module) if on_gpu else convert_global_batchnorm(module)
+
+
 class GlobalBatchNormPlugin(LayerSync):
     """Lightning plugin: global BatchNorm on any accelerator, CPUs included
     (``trainer.plugins: [sslkit.nn.syncbn.GlobalBatchNormPlugin]`` instead of
