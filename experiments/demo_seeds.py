@@ -27,11 +27,19 @@ DEMOS = {
     "demo": ["configs/demo.yaml"],
     "demo_byol": ["configs/demo.yaml", "configs/demo_byol.yaml"],
     "demo_swav": ["configs/demo.yaml", "configs/demo_swav.yaml"],
+    "demo_simclr": ["configs/demo.yaml", "configs/demo_simclr.yaml"],
+    "demo_simsiam": ["configs/demo.yaml", "configs/demo_simsiam.yaml"],
+    "demo_barlow_twins": ["configs/demo.yaml", "configs/demo_barlow_twins.yaml"],
+    "demo_vicreg": ["configs/demo.yaml", "configs/demo_vicreg.yaml"],
 }
 PROBE_DATA = {  # the overlays' changes to the data, so the probe scores the run's own val split
     "demo": [],
     "demo_byol": ["--data.init_args.saturation=0.0"],
     "demo_swav": ["--data.init_args.saturation=0.0"],
+    "demo_simclr": [],
+    "demo_simsiam": ["--data.init_args.saturation=0.0"],
+    "demo_barlow_twins": ["--data.init_args.saturation=0.0"],
+    "demo_vicreg": ["--data.init_args.saturation=0.0"],
 }
 
 
