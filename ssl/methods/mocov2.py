@@ -19,7 +19,8 @@ from sslkit.eval.online import OnlineClassifierConfig
 from sslkit.eval.plots import SimilarityHistogram
 from sslkit.nn import distributed
 from sslkit.nn.backbones import BackboneConfig
-from sslkit.nn.hardness import HardNegatives, HardnessBand, MoCHi, NegativeSimilarity, hardness_statistics
+from sslkit.nn.hardness import (HardNegatives, HardnessBand, MoCHi, NegativeSimilarity, hardness_statistics,
+                                 swap_negative_logit)
 from sslkit.nn.heads import mlp_head
 from sslkit.nn.losses import info_nce_logits
 from sslkit.nn.momentum import cosine_momentum, momentum_copy
@@ -230,16 +231,7 @@ class MoCoV2(SSLMethod):
         """BG_Swaps: one more logit per query, q . k(negative) / tau, or -inf where the sample
         got no negative (which adds exactly nothing to the softmax)."""
         key = self._keys(key_view["hard_negative"])
-        valid = key_view["hard_negative_valid"].view(-1, 1)
-        similarity = (query * key).sum(1, keepdim=True)
-        extra = (similarity / self.temperature).masked_fill(~valid, float("-inf"))
-        with torch.no_grad():
-            count = valid.sum().clamp_min(1)
-            beats = similarity > (query * positive).sum(1, keepdim=True)
-            stats = {"train/swap_negative_rate": valid.float().mean(),
-                     "train/swap_negative_sim": (similarity * valid).sum() / count,
-                     "train/swap_negative_beats_positive": (beats & valid).sum() / count}
-        return extra, stats
+        return swap_negative_logit(query, key, positive, key_view["hard_negative_valid"], self.temperature)
 
     def on_train_epoch_end(self) -> None:
         super().on_train_epoch_end()

@@ -18,7 +18,7 @@ from sslkit.augmentations import MoCoV2Views, MultiView
 from sslkit.eval.knn import KNNConfig
 from sslkit.eval.online import OnlineClassifierConfig
 from sslkit.nn.backbones import BackboneConfig
-from sslkit.nn.hardness import HardNegatives, HardnessBand, MoCHi, hardness_statistics
+from sslkit.nn.hardness import HardNegatives, HardnessBand, MoCHi, hardness_statistics, swap_negative_logit
 from sslkit.nn.losses import info_nce_logits, simclr_pairs
 
 from .method import SSLMethod, as_config, embedding_spread
@@ -157,16 +157,8 @@ class SimCLR(SSLMethod):
                        view: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """BG_Swaps: q . z(negative) / tau as one more logit of each anchor of view 1, or -inf
         where the sample got none; its embedding takes gradient, as every SimCLR embedding."""
-        key = F.normalize(self.projector(self.backbone(view["hard_negative"])), dim=1)
-        valid = view["hard_negative_valid"].view(-1, 1)
-        similarity = (query * key).sum(1, keepdim=True)
-        with torch.no_grad():
-            count = valid.sum().clamp_min(1)
-            beats = similarity > (query * positive).sum(1, keepdim=True)
-            stats = {"train/swap_negative_rate": valid.float().mean(),
-                     "train/swap_negative_sim": (similarity * valid).sum() / count,
-                     "train/swap_negative_beats_positive": (beats & valid).sum() / count}
-        return (similarity / self.temperature).masked_fill(~valid, float("-inf")), stats
+        negative = F.normalize(self.projector(self.backbone(view["hard_negative"])), dim=1)
+        return swap_negative_logit(query, negative, positive, view["hard_negative_valid"], self.temperature)
 
     @torch.no_grad()
     def statistics(self, query: torch.Tensor, positive: torch.Tensor, logits: torch.Tensor, seen,

@@ -159,6 +159,23 @@ class HardNegatives:
         return logits, seen
 
 
+def swap_negative_logit(query: torch.Tensor, negative: torch.Tensor, positive: torch.Tensor, valid: torch.Tensor,
+                        temperature: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """BG_Swaps' hard negative as one more logit per query (Ryali et al. 2021, sec. 3):
+    ``q . n / temperature``, or ``-inf`` where the sample got none (which adds exactly nothing
+    to the softmax); with how often it was drawn, its mean similarity and how often it beats
+    the positive."""
+    valid = valid.view(-1, 1)
+    similarity = (query * negative).sum(1, keepdim=True)
+    with torch.no_grad():
+        count = valid.sum().clamp_min(1)
+        beats = similarity > (query * positive).sum(1, keepdim=True)
+        stats = {"train/swap_negative_rate": valid.float().mean(),
+                 "train/swap_negative_sim": (similarity * valid).sum() / count,
+                 "train/swap_negative_beats_positive": (beats & valid).sum() / count}
+    return (similarity / temperature).masked_fill(~valid, float("-inf")), stats
+
+
 @torch.no_grad()
 def hardness_statistics(
     similarity: torch.Tensor,
