@@ -20,6 +20,7 @@ def _worker(rank, world_size, port, fn, args, out_dir):
     try:
         result = fn(rank, world_size, *args)
         torch.save(result, os.path.join(out_dir, f"{rank}.pt"))
+        dist.barrier()  # no rank tears gloo down while another still talks to it (an abort in its threads)
     finally:
         dist.destroy_process_group()
 
