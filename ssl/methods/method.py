@@ -79,7 +79,7 @@ from sslkit.nn.backbones import BackboneConfig
 from sslkit.nn.momentum import momentum_update
 
 from sslkit.legacy import fold
-from .optim import OptimConfig, configure_optimization
+from .optim import OptimConfig, configure_optimization, schedule_weight_decay
 from .speed import SpeedConfig, apply_speed, to_memory_format
 
 # Views are made in the method's on_after_batch_transfer by design, with any data module.
@@ -456,9 +456,12 @@ class SSLMethod(pl.LightningModule):
                                  f"checkpoints written before this step are intact")
 
     def optimizer_step(self, *args, **kwargs) -> None:
-        """After optimiser step k every momentum copy moves: xi <- m_k xi + (1 - m_k) theta
+        """Before optimiser step k the weight decay is set for k (``optim.weight_decay_end``);
+        after it every momentum copy moves: xi <- m_k xi + (1 - m_k) theta
         (MoCo eq. 2, BYOL sec. 3.1). Lightning counts the step only after this hook, so
         ``global_step`` is k here."""
+        optimizer = args[2] if len(args) > 2 else kwargs["optimizer"]
+        schedule_weight_decay(getattr(optimizer, "optimizer", optimizer), self.optim, self.global_step, self.total_steps)
         super().optimizer_step(*args, **kwargs)
         pairs = self.momentum_pairs()
         if pairs:

@@ -35,6 +35,11 @@ class OptimConfig:
     comes with the first cosine step (BYOL's ``byol/utils/schedules.py``).
     ``schedule_interval='epoch'`` changes the rate once per epoch (MoCo's ``main_moco.py``).
 
+    AdamW (``name='adamw'``, ``betas``, ``eps``): the ViT recipes (MoCo v3 ``main_moco.py``,
+    DINO ``main_dino.py``). ``weight_decay_end``: the weight decay follows a half cosine from
+    ``weight_decay`` to it over the run, updated every step (DINO's ``wd_schedule``, from
+    ``utils.cosine_scheduler`` without warm-up); excluded groups stay at 0.
+
     LARS (``name='lars'``, see ``sslkit.methods.lars``): ``trust_coefficient`` (eta),
     ``trust_ratio`` (``byol`` or ``larc``) and ``clip_lr``. ``exclude_bias_and_norm``: biases
     and normalisation weights (every 1-d tensor) get no weight decay and, with LARS, no
@@ -44,7 +49,7 @@ class OptimConfig:
     ``lr_mult``, ``weight_decay_mult``, ``fixed_lr`` and ``exclude`` (see ``optimizer_groups``).
     """
 
-    name: Literal["sgd", "lars"] = "sgd"
+    name: Literal["sgd", "lars", "adamw"] = "sgd"
     lr: float = 0.03
     lr_scaling: Literal["linear", "none"] = "linear"
     reference_batch_size: int = 256
@@ -61,6 +66,9 @@ class OptimConfig:
     final_lr: float = 0.0
     final_lr_ratio: float | None = None
     schedule_interval: Literal["step", "epoch"] = "step"
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    weight_decay_end: float | None = None
 
 
 def scaled_lr(config: OptimConfig, global_batch_size: int) -> float:
@@ -138,8 +146,11 @@ def build_optimizer(groups: nn.Module | Sequence[dict], config: OptimConfig, glo
         return LARS(groups, lr=peak, momentum=config.momentum, weight_decay=config.weight_decay,
                     trust_coefficient=config.trust_coefficient, trust_ratio=config.trust_ratio,
                     clip=config.clip_lr)
+    if config.name == "adamw":
+        return torch.optim.AdamW(groups, lr=peak, betas=tuple(config.betas), eps=config.eps,
+                                 weight_decay=config.weight_decay)
     if config.name != "sgd":
-        raise ValueError(f"optim.name must be 'sgd' or 'lars', got '{config.name}'")
+        raise ValueError(f"optim.name must be 'sgd', 'lars' or 'adamw', got '{config.name}'")
     return torch.optim.SGD(groups, lr=peak, momentum=config.momentum, weight_decay=config.weight_decay,
                            nesterov=config.nesterov)
 
@@ -152,6 +163,27 @@ def final_lr(config: OptimConfig, peak: float) -> float:
         raise ValueError(f"optim.final_lr ({config.final_lr}) and optim.final_lr_ratio ({config.final_lr_ratio}) "
                          f"both set: give one")
     return config.final_lr_ratio * peak
+
+
+def weight_decay_at(config: OptimConfig, step: int, total: int) -> float:
+    """The weight decay at optimiser step ``step`` of ``total``: ``weight_decay``, or with
+    ``weight_decay_end`` the half cosine ``end + (start - end)(1 + cos(pi k / K))/2`` (DINO
+    ``utils.cosine_scheduler(weight_decay, weight_decay_end, epochs, niter_per_ep)``)."""
+    if config.weight_decay_end is None or total <= 0:
+        return config.weight_decay
+    t = min(max(step, 0), total) / total
+    return config.weight_decay_end + (config.weight_decay - config.weight_decay_end) * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def schedule_weight_decay(optimizer: torch.optim.Optimizer, config: OptimConfig, step: int, total: int) -> None:
+    """Every group's weight decay for ``step`` (``weight_decay_at`` x its ``weight_decay_mult``;
+    excluded groups and the online classifier's keep theirs)."""
+    if config.weight_decay_end is None:
+        return
+    wd = weight_decay_at(config, step, total)
+    for group in optimizer.param_groups:
+        if not group.get("exclude", False) and group.get("name") != "online_classifier":
+            group["weight_decay"] = wd * group.get("weight_decay_mult", 1.0)
 
 
 def lr_at(step: int, total: int, warmup: int, peak: float, start: float = 0.0, final: float = 0.0,
