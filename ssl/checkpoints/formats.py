@@ -246,6 +246,7 @@ FORMATS: list[Format] = [
            "runs/<name>/version_N/checkpoints/last.ckpt", _sslkit_detect,
            two((lambda c: strip(_sslkit_state(c), "backbone.model."), "backbone"),
                (_sslkit_momentum, "momentum backbone")),
+           default_branch=lambda c: c.get("sslkit_evaluated_branch", "online"),
            arch=lambda c: sslkit_backbone(c)["name"], small_stem_padding=_sslkit_stem),
     Format("moco", "official MoCo v1/v2 (state_dict, module.encoder_q.* / module.encoder_k.*, arch recorded)",
            "moco_v2_800ep_pretrain.pth.tar, checkpoint_0199.pth.tar", lambda c: has(main_state_dict(c), "module.encoder_q."),

@@ -55,7 +55,8 @@ class GeometryMonitor(pl.Callback):
         """Backbone features of an evenly spaced subset of ``split``, read through the data
         module's evaluation loader (whole images, device decoding, unreadable images)."""
         loader = data.eval_loader(self._subset(data.eval_split(split), size))
-        return extract_features(module.backbone, loader, module.augment.evaluate, module.device, f"geometry {split}",
+        backbone = module.evaluated_backbone() if hasattr(module, "evaluated_backbone") else module.backbone
+        return extract_features(backbone, loader, module.augment.evaluate, module.device, f"geometry {split}",
                                 progress=False, prepare=data.prepare)
 
     @torch.no_grad()

@@ -26,6 +26,9 @@ and provides:
     prepare()                              module surgery before the speed settings
                                            (BatchNorm conversion, queue sizes)
     uses_negatives (class attribute)       whether BG_Swaps' hard negative can join its loss
+    evaluated_branch (class attribute)     ``online`` (the backbone) or ``momentum`` (its EMA
+                                           copy, DINO's teacher): what kNN, the evaluators and
+                                           the checkpoint loaders take by default
 
 The hooks below run that contract, in the order Lightning calls them:
 
@@ -194,6 +197,7 @@ class SSLMethod(pl.LightningModule):
     renamed since 0.2 (old -> new), accepted with a note."""
 
     uses_negatives: ClassVar[bool] = False
+    evaluated_branch: ClassVar[str] = "online"
     legacy_names: ClassVar[dict[str, str]] = {}
 
     def __init_subclass__(cls, **kwargs) -> None:
@@ -311,6 +315,17 @@ class SSLMethod(pl.LightningModule):
         """The backbone and its momentum copies: what ``speed.compile`` compiles."""
         copies = [copy for online, copy in self.momentum_pairs() if online is self.backbone]
         return [self.backbone, *copies]
+
+    def evaluated_backbone(self) -> nn.Module:
+        """The network the method is judged by (``evaluated_branch``): the backbone, or the
+        momentum copy that follows it."""
+        if self.evaluated_branch == "momentum":
+            copies = [copy for online, copy in self.momentum_pairs() if online is self.backbone]
+            if not copies:
+                raise ValueError(f"{type(self).__name__}.evaluated_branch is 'momentum' but no momentum pair follows "
+                                 f"the backbone")
+            return copies[0]
+        return self.backbone
 
     def build_online_classifier(self, num_classes: int, standardize: bool | None = None) -> None:
         """The online classifier on the backbone's features, and the hook that catches
@@ -480,7 +495,7 @@ class SSLMethod(pl.LightningModule):
         the online classifier is scored on too (a ``bank`` classifier is refitted on the bank
         before the first query; not while Lightning's sanity check runs)."""
         if "label" in batch and "eval_image" in batch:
-            features = self.backbone(batch["eval_image"])
+            features = self.evaluated_backbone()(batch["eval_image"])
             self.knn.update(features, batch["label"], bank=dataloader_idx == 0)
             classifier = self.online_classifier
             if classifier is None:
@@ -545,6 +560,7 @@ class SSLMethod(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["sslkit_class_path"] = f"{type(self).__module__}.{type(self).__qualname__}"
+        checkpoint["sslkit_evaluated_branch"] = self.evaluated_branch
         with contextlib.suppress(TypeError, OSError):  # where a method of the user's own module is defined
             checkpoint["sslkit_class_file"] = str(Path(inspect.getfile(type(self))).resolve())
         hparams = checkpoint.get("hyper_parameters")
