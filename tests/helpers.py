@@ -116,3 +116,19 @@ def tiny_baseline(name: str, **kwargs):
         args.update(optim={"lr": 0.5, "warmup_epochs": 1})
     args.update(kwargs)
     return getattr(methods, name)(**args)
+
+
+TINY_VIT = {"name": "mocov3_vit_tiny", "kwargs": {"img_size": 32, "patch_size": 8, "depth": 2, "embed_dim": 32,
+                                                   "num_heads": 2}}
+
+
+def tiny_mocov3(vit: bool = True, **kwargs):
+    """MoCo v3 with a 2-block, 32-wide MoCo v3 ViT at 32 px (or the test ResNet) and tiny heads."""
+    from sslkit.augmentations import BYOLViews
+    from sslkit.methods import MoCoV3
+
+    args = dict(backbone=dict(TINY_VIT) if vit else "test_resnet", dim=16, mlp_dim=32, temperature=0.2,
+                stop_grad_conv1=vit, augment=BYOLViews(crop_size=32, blur_p=(0.0, 0.0)), knn=KNNConfig(k=5),
+                optim=OptimConfig(name="adamw", lr=1e-3, weight_decay=0.1, warmup_epochs=1) if vit else None)
+    args.update(kwargs)
+    return MoCoV3(**args)

@@ -1,5 +1,6 @@
 """One training step on 2 ranks x B/2 equals one step on 1 process x B (2 CPU processes,
-gloo), for MoCo v2, BYOL, SwAV, SimCLR, SimSiam, Barlow Twins and VICReg with BatchNorm over
+gloo), for MoCo v2, BYOL, SwAV, SimCLR, SimSiam, Barlow Twins, VICReg and MoCo v3 (a ViT, keys
+gathered over ranks) with BatchNorm over
 the global batch: loss, gradients (through the parameters after an SGD step) and state."""
 import pytest
 import torch
@@ -10,7 +11,7 @@ from sslkit.nn.syncbn import convert_global_batchnorm
 
 BATCH = 8
 BASELINES = {"simclr": "SimCLR", "simsiam": "SimSiam", "barlow_twins": "BarlowTwins", "vicreg": "VICReg"}
-METHODS = ["moco", "byol", "swav", *BASELINES]
+METHODS = ["moco", "byol", "swav", *BASELINES, "mocov3"]
 
 
 def build(method):
@@ -21,6 +22,10 @@ def build(method):
         return tiny_moco(batchnorm="sync", queue_size=32)
     if method == "byol":
         return tiny_byol()
+    if method == "mocov3":
+        from helpers import tiny_mocov3
+
+        return tiny_mocov3()
     if method in BASELINES:
         from helpers import tiny_baseline
 

@@ -7,8 +7,8 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from helpers import record_draws, tiny_baseline, tiny_byol, tiny_data, tiny_moco, tiny_swav, tiny_trainer
-from sslkit.methods import BYOL, MoCoV2, SwAV
+from helpers import record_draws, tiny_baseline, tiny_byol, tiny_data, tiny_moco, tiny_mocov3, tiny_swav, tiny_trainer
+from sslkit.methods import BYOL, MoCoV2, OptimConfig, SwAV
 
 
 def swav_with_queue():
@@ -63,9 +63,10 @@ def fit(tmp_path, build, max_steps, ckpt_path=None, every=None, accumulate=1, ca
 @pytest.mark.parametrize("build, accumulate", [
     (tiny_moco, 1), (tiny_byol, 1), (swav_with_queue, 1), (tiny_moco, 2),
     (partial(tiny_baseline, "SimCLR"), 1), (partial(tiny_baseline, "SimSiam"), 1),
-    (partial(tiny_baseline, "BarlowTwins"), 1), (partial(tiny_baseline, "VICReg"), 1)],
+    (partial(tiny_baseline, "BarlowTwins"), 1), (partial(tiny_baseline, "VICReg"), 1),
+    (partial(tiny_mocov3, optim=OptimConfig(name="adamw", lr=1e-3, weight_decay=0.05, weight_decay_end=0.2)), 1)],
     ids=["moco", "byol", "swav", "moco-accumulate-2", "simclr", "simsiam-fixed-predictor-lr", "barlow-bias-lr",
-         "vicreg"])
+         "vicreg", "mocov3-vit-adamw-wd-schedule"])
 def test_stop_and_resume_equals_an_uninterrupted_run(tmp_path, build, accumulate):
     n = 6  # 4 (8 micro-) batches per epoch: the interruption falls in the middle of epoch 2
     whole, whole_trainer = fit(tmp_path / "whole", build, 2 * n, accumulate=accumulate)

@@ -10,6 +10,7 @@ from .byol import BYOL
 from .lars import LARS
 from .method import SSLMethod
 from .mocov2 import MoCoV2
+from .mocov3 import MoCoV3
 from .optim import OptimConfig
 from .simclr import SimCLR
 from .simsiam import SimSiam
@@ -19,5 +20,5 @@ from .vicreg import VICReg
 
 allow_safe_types()  # Lightning's own loads (resume, load_from_checkpoint) read sslkit's configs too
 
-__all__ = ["BYOL", "BackboneConfig", "BarlowTwins", "KNNConfig", "LARS", "MoCoV2", "OnlineClassifierConfig",
+__all__ = ["BYOL", "BackboneConfig", "BarlowTwins", "KNNConfig", "LARS", "MoCoV2", "MoCoV3", "OnlineClassifierConfig",
            "OptimConfig", "SSLMethod", "SimCLR", "SimSiam", "SpeedConfig", "SwAV", "VICReg"]

@@ -72,7 +72,8 @@ def apply_speed(module: pl.LightningModule, config: SpeedConfig) -> None:
                 raise ValueError(f"speed.activation_checkpointing needs a timm backbone; '{backbone.name}' has no "
                                  f"set_grad_checkpointing")
             backbone.model.set_grad_checkpointing(True)
-    device = module.device if module.trainer is None else module.trainer.strategy.root_device
+    trainer = module._trainer
+    device = module.device if trainer is None else trainer.strategy.root_device
     if config.reuse_memory and device.type == "cpu" and not keep_freed_memory():
         rank_zero_warn("speed.reuse_memory skipped: the C library is not glibc")
     if not config.compile:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .distributed import batch_offset, gather_with_grad
+from .distributed import batch_offset, gather_all, gather_with_grad
 
 
 def info_nce(
@@ -212,3 +212,19 @@ def vicreg_loss(z1: torch.Tensor, z2: torch.Tensor, sim_weight: float = 25.0, va
     loss = sim_weight * invariance + var_weight * variance + cov_weight * covariance
     return loss, {"invariance": invariance.detach(), "variance": variance.detach(),
                   "covariance": covariance.detach()}
+
+
+def mocov3_loss(query: torch.Tensor, key: torch.Tensor, temperature: float = 1.0, gather: bool = True) -> torch.Tensor:
+    """MoCo v3's contrastive loss (Chen, Xie & He 2021, Algorithm 1; facebookresearch/moco-v3
+    ``moco/builder.py`` ``contrastive_loss``): L2-normalised queries against the keys of the
+    (global) batch, the key of the same image as the positive, cross-entropy scaled by
+    ``2 * temperature``. The keys come from the momentum encoder and carry no gradient, so
+    they are gathered without it, as there; each rank's queries find their positives at
+    ``batch_offset``."""
+    q, k = F.normalize(query, dim=1), F.normalize(key.detach(), dim=1)
+    if gather:
+        k = gather_all(k)
+    logits = q @ k.T / temperature
+    offset = batch_offset(q.shape[0]) if gather else 0
+    targets = offset + torch.arange(q.shape[0], device=q.device)
+    return F.cross_entropy(logits, targets) * (2 * temperature)

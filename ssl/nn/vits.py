@@ -69,8 +69,8 @@ class MoCoV3ViT(VisionTransformer):
                 self.patch_embed.proj.requires_grad_(False)
 
 
-def _mocov3_vit(embed_dim: int, num_heads: int, **kwargs) -> MoCoV3ViT:
-    config = dict(patch_size=16, embed_dim=embed_dim, depth=12, num_heads=num_heads, mlp_ratio=4, qkv_bias=True,
+def _mocov3_vit(width: int, heads: int, **kwargs) -> MoCoV3ViT:
+    config = dict(patch_size=16, embed_dim=width, depth=12, num_heads=heads, mlp_ratio=4, qkv_bias=True,
                   norm_layer=partial(nn.LayerNorm, eps=1e-6))
     for hub_only in ("pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):
         kwargs.pop(hub_only, None)
