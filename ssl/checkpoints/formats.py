@@ -10,6 +10,7 @@ branch it took. Classifier and head keys survive this step; the loader drops and
 from __future__ import annotations
 
 import argparse
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -142,9 +143,34 @@ def _dino_arch(c: dict) -> str | None:
     arch = getattr(args, "arch", None) if isinstance(args, argparse.Namespace) else None
     if not arch:
         return None
-    if arch.startswith("vit_"):  # DINO's ViT follows timm's key names
-        return f"{arch}_patch{getattr(args, 'patch_size', 16)}_224"
+    if arch.startswith("vit_"):  # DINO's ViT follows timm's key names; vit_tiny/small/base have timm's heads
+        import timm
+
+        name = f"{arch}_patch{getattr(args, 'patch_size', 16)}_224"
+        return name if timm.is_model(name) else f"{arch}_patch16_224"  # the patch size then comes from the weights
     return torchvision_arch(arch)
+
+
+# ----------------------------------------------------------------------------- MoCo v3
+def _mocov3_arch(c: dict) -> str | None:
+    """``arch`` as moco-v3 ``main_moco.py`` records it: a torchvision ResNet, or one of its
+    ``vits.py`` ViTs, registered in timm as ``mocov3_<arch>`` (``vit_small`` has 12 heads)."""
+    arch = c.get("arch")
+    if not isinstance(arch, str) or not arch:
+        return None
+    if arch.startswith("vit_"):
+        return f"mocov3_{arch}"
+    return torchvision_arch(arch) if arch.startswith("resnet") else None
+
+
+# ----------------------------------------------------------------------------- MAE
+def _mae_arch(c: dict) -> str | None:
+    """MAE ``main_pretrain.py``'s ``args.model`` (``mae_vit_base_patch16``) as the timm ViT of
+    its encoder (same widths, depths and heads: ``vit_base_patch16_224``)."""
+    args = c.get("args")
+    model = getattr(args, "model", None) if isinstance(args, argparse.Namespace) else None
+    match = re.fullmatch(r"mae_(vit_[a-z]+_patch\d+)(_dec\w+)?", model or "")
+    return f"{match[1]}_224" if match else None
 
 
 # ----------------------------------------------------------------------------- timm
@@ -253,17 +279,18 @@ FORMATS: list[Format] = [
            two((lambda c: strip(main_state_dict(c), "module.encoder_q."), "query encoder"),
                (lambda c: strip(main_state_dict(c), "module.encoder_k."), "key encoder")),
            arch=lambda c: torchvision_arch(c.get("arch"))),
-    Format("mocov3", "official MoCo v3 (state_dict, module.base_encoder.* / module.momentum_encoder.*)",
-           "r-50-1000ep.pth.tar", lambda c: has(main_state_dict(c), "module.base_encoder."),
+    Format("mocov3", "official MoCo v3 (state_dict, module.base_encoder.* / module.momentum_encoder.*, arch "
+                     "recorded: resnet50, vit_small, vit_base)", "r-50-1000ep.pth.tar, vit-s-300ep.pth.tar", lambda c: has(main_state_dict(c), "module.base_encoder."),
            two((lambda c: strip(main_state_dict(c), "module.base_encoder."), "base encoder"),
                (lambda c: strip(main_state_dict(c), "module.momentum_encoder."), "momentum encoder")),
-           arch=lambda c: torchvision_arch(c.get("arch")) if str(c.get("arch", "")).startswith("resnet") else None),
+           arch=_mocov3_arch),
     Format("swav", "official SwAV, release or training file (module.*, with projection_head and prototypes)",
            "swav_800ep_pretrain.pth.tar, checkpoint.pth.tar",
            lambda c: (main_state_dict(c) or {}).get("module.conv1.weight") is not None,
            single(lambda c: strip(main_state_dict(c), "module."))),
     Format("dino", "official DINO full checkpoint (student/teacher, module.backbone.*, args); the teacher is "
-                   "what DINO evaluates", "dino_resnet50_full_checkpoint.pth, checkpoint.pth",
+                   "what DINO evaluates", "dino_resnet50_full_checkpoint.pth, dino_deitsmall16_full_checkpoint.pth, "
+                   "checkpoint.pth",
            lambda c: tensor_dict(c.get("teacher")) is not None and tensor_dict(c.get("student")) is not None,
            two((lambda c: _dino_part(c, "student"), "student"), (lambda c: _dino_part(c, "teacher"), "teacher")),
            default_branch=lambda c: "momentum", arch=_dino_arch),
@@ -304,9 +331,10 @@ FORMATS: list[Format] = [
     Format("vissl", "VISSL checkpoint (classy_state_dict.base_model.model.trunk, _feature_blocks.*)",
            "model_final_checkpoint_phase199.torch", lambda c: _vissl_trunk(c) is not None,
            single(lambda c: strip(_vissl_trunk(c), "_feature_blocks."), "trunk")),
-    Format("plain", "a timm or torchvision state_dict (conv1.*, layer1.*, ...), bare or under state_dict / model; "
-                    ".safetensors too", "resnet50-19c8e357.pth, pytorch_model.bin, model.safetensors", _plain_detect,
-           single(lambda c: dict(main_state_dict(c))), fallback=True),
+    Format("plain", "a timm or torchvision state_dict (conv1.*, layer1.*, ..., or a ViT's cls_token, patch_embed.*, "
+                    "blocks.*), bare or under state_dict / model (DINO's and MAE's ViT pretrain files); .safetensors too",
+           "resnet50-19c8e357.pth, dino_deitsmall16_pretrain.pth, mae_pretrain_vit_base.pth, model.safetensors",
+           _plain_detect, single(lambda c: dict(main_state_dict(c))), arch=_mae_arch, fallback=True),
 ]
 FORMATS_BY_NAME = {f.name: f for f in FORMATS}
 BRANCH_WORDS = {"online": "online", "student": "online", "query": "online", "model": "online", "base": "online",

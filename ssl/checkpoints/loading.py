@@ -27,9 +27,10 @@ from sslkit.nn.backbones import TORCHVISION_PREFIX, Backbone, build_backbone
 
 from .formats import BRANCH_WORDS, FORMATS_BY_NAME, CheckpointError, Format, StateDict, detect_format, sslkit_backbone
 from .reading import read_checkpoint
+from .vit import ViTRecord, fit_state, precheck, resolve_vit
 
 HEAD_PREFIXES = ("fc.", "head.", "heads.", "classifier.", "projection_head.", "prototypes.", "predictor.",
-                 "projector.", "head_drop.", "extra.")
+                 "projector.", "head_drop.", "extra.", "decoder_", "mask_token")  # MAE's decoder
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt", ".tar", ".bin", ".safetensors", ".pkl", ".torch", ".pickle")
 
 
@@ -48,11 +49,23 @@ class LoadReport:
     arch_inferred: bool = False
     small_stem_padding: int | None = None
     dropped: list[str] = field(default_factory=list)
+    kwargs: dict = field(default_factory=dict)  # constructor kwargs the file proves (a ViT's depth, img_size...)
+    vit: ViTRecord | None = None  # a ViT's shape, recorded architecture, and what loading assumed or resampled
+
+    @property
+    def notes(self) -> list[str]:
+        """What loading assumed or changed (a ViT's heads, its resampled position embedding)."""
+        return self.vit.notes if self.vit else []
 
     def summary(self) -> str:
         stem = "standard stem" if self.small_stem_padding is None else \
             f"small-image stem (3x3 stride-1 conv1, padding {self.small_stem_padding}, no max-pool)"
-        arch = f"{self.arch} ({'inferred from the weights' if self.arch_inferred else 'recorded'})"
+        if self.vit is not None and self.vit.built is not None:
+            built = self.vit.built
+            stem = f"ViT body ({built.heads} heads, patch {built.patch}, {built.grid[0]}x{built.grid[1]} grid)"
+        how = "as named" if self.vit is not None and self.vit.given else \
+            "inferred from the weights" if self.arch_inferred else "recorded"
+        arch = f"{self.arch}{f' {self.kwargs}' if self.kwargs else ''} ({how})"
         text = f"'{self.source}': {self.format} format, the {self.branch_word}"
         if len(self.branches) > 1:
             default = " (this format's default)" if self.branch == self.default_branch else ""
@@ -61,7 +74,7 @@ class LoadReport:
         text += f", as {arch} with a {stem}"
         if self.dropped:
             text += f"; dropped {len(self.dropped)} head tensors ({', '.join(self.dropped[:3])}{', ...' if len(self.dropped) > 3 else ''})"
-        return text
+        return text + "".join(f"\n  note: {note}" for note in self.notes)
 
 
 def infer_resnet_arch(state: StateDict) -> str | None:
@@ -161,8 +174,13 @@ def resolve(checkpoint: dict, source: str, arch: str | None = None, ckpt_format:
     state = spec.branches(checkpoint)[chosen].extract(checkpoint)
     if not state:
         raise CheckpointError(f"'{source}' ({spec.name} format) has no weights in its {word}")
-    inferred = False
-    arch = arch or spec.arch(checkpoint)
+    inferred, kwargs, record = False, {}, None
+    recorded = spec.arch(checkpoint)
+    vit = resolve_vit(spec.name, checkpoint, state, source, arch, recorded,
+                      sslkit_backbone(checkpoint).get("kwargs") if spec.name == "sslkit" else None)
+    if vit is not None:
+        (arch, kwargs, record), inferred = vit, vit[2].inferred
+    arch = arch or recorded
     if arch is None:
         arch, inferred = infer_resnet_arch(state), True
     if arch is None:
@@ -171,7 +189,7 @@ def resolve(checkpoint: dict, source: str, arch: str | None = None, ckpt_format:
             f"ResNet: pass arch=, e.g. 'torchvision.resnet50' or a timm name (--arch on the command line)")
     padding = _stem(spec, checkpoint, state, source, small_stem_padding)
     report = LoadReport(source, spec.name, arch, chosen, word, words, spec.default_branch(checkpoint), inferred,
-                        padding)
+                        padding, kwargs=kwargs, vit=record)
     return state, report
 
 
@@ -204,9 +222,14 @@ def load_backbone_report(
         return backbone.eval(), LoadReport(source, "hub", source)
     checkpoint = read_checkpoint(source)
     state, report = resolve(checkpoint, source, arch, ckpt_format, branch, small_stem_padding)
-    kwargs = (sslkit_backbone(checkpoint).get("kwargs") or {}) if report.format == "sslkit" else {}
+    recorded = (sslkit_backbone(checkpoint).get("kwargs") or {}) if report.format == "sslkit" else {}
+    kwargs = {**recorded, **report.kwargs}
+    if report.vit is not None:
+        precheck(report.vit, report.arch, kwargs, source)
     backbone = build_backbone(report.arch, small_images=report.small_stem_padding is not None,
                               small_stem_padding=report.small_stem_padding or 1, **kwargs)
+    if report.vit is not None:
+        state = fit_state(backbone.model, state, report.vit, report.arch, source)
     report.dropped = load_state_strict(backbone, state, source)
     return backbone.eval(), report
 
@@ -240,6 +263,9 @@ def load_backbone_weights(backbone: Backbone, source: str | Path, ckpt_format: s
         raise CheckpointError(f"'{source}' has a {'standard' if report.small_stem_padding is None else 'small-image'} "
                               f"stem but the model was built with "
                               f"{'small_images: false' if backbone.small_stem_padding is None else 'small_images: true'}")
+    report.kwargs = {}  # the backbone is built already
+    if report.vit is not None:
+        state = fit_state(backbone.model, state, report.vit, backbone.name, source)
     report.dropped = load_state_strict(backbone, state, source)
     return report
 
