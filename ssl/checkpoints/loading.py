@@ -211,7 +211,7 @@ def _hub_or_missing(source: str, small_images: bool) -> Backbone:
 @accepts_old_names(format="ckpt_format")
 def load_backbone_report(
     source: str | Path, arch: str | None = None, ckpt_format: str = "auto", branch: str | None = None,
-    small_stem_padding: int | None = None,
+    small_stem_padding: int | None = None, features: str | None = None, last_n: int | None = None,
 ) -> tuple[Backbone, LoadReport]:
     """``load_backbone`` that also returns the ``LoadReport``."""
     source = str(source)
@@ -222,12 +222,14 @@ def load_backbone_report(
         return backbone.eval(), LoadReport(source, "hub", source)
     checkpoint = read_checkpoint(source)
     state, report = resolve(checkpoint, source, arch, ckpt_format, branch, small_stem_padding)
-    recorded = (sslkit_backbone(checkpoint).get("kwargs") or {}) if report.format == "sslkit" else {}
-    kwargs = {**recorded, **report.kwargs}
+    recorded = sslkit_backbone(checkpoint) if report.format == "sslkit" else {}
+    kwargs = {**(recorded.get("kwargs") or {}), **report.kwargs}
     if report.vit is not None:
         precheck(report.vit, report.arch, kwargs, source)
     backbone = build_backbone(report.arch, small_images=report.small_stem_padding is not None,
-                              small_stem_padding=report.small_stem_padding or 1, **kwargs)
+                              small_stem_padding=report.small_stem_padding or 1,
+                              features=features or recorded.get("features"),
+                              last_n=last_n or recorded.get("last_n") or 4, **kwargs)
     if report.vit is not None:
         state = fit_state(backbone.model, state, report.vit, report.arch, source)
     report.dropped = load_state_strict(backbone, state, source)
@@ -237,7 +239,7 @@ def load_backbone_report(
 @accepts_old_names(format="ckpt_format")
 def load_backbone(
     source: str | Path, arch: str | None = None, ckpt_format: str = "auto", branch: str | None = None,
-    small_stem_padding: int | None = None,
+    small_stem_padding: int | None = None, features: str | None = None, last_n: int | None = None,
 ) -> Backbone:
     """A pretrained backbone from ``source``: a checkpoint file in any supported format
     (``FORMATS``; ``auto`` detects it from the keys), or, when no such file exists, a timm
@@ -247,9 +249,11 @@ def load_backbone(
     not record it (torchvision ResNets are recognised from their weights). ``branch``:
     ``online`` or ``momentum`` (or the project's word: student/teacher, query/key,
     model/ema, online/target); each format has a default, reported. ``small_stem_padding``:
-    the padding of a 3x3 small-image stem where the file does not record it.
+    the padding of a 3x3 small-image stem where the file does not record it. ``features``,
+    ``last_n``: what a ViT gives (``cls``, ``avgpool``, ``last_n_cls``; ``sslkit.nn.backbones.Backbone``),
+    default what an sslkit checkpoint records, else ``cls``.
     """
-    return load_backbone_report(source, arch, ckpt_format, branch, small_stem_padding)[0]
+    return load_backbone_report(source, arch, ckpt_format, branch, small_stem_padding, features, last_n)[0]
 
 
 @accepts_old_names(format="ckpt_format")

@@ -88,6 +88,11 @@ def add_checkpoint_arguments(parser, required: bool = True, many: bool = False) 
                         help="online or momentum (student/teacher, query/key, model/ema) where the file holds both")
     parser.add_argument("--small_stem_padding", type=optional(int), default=None,
                         help="padding of a 3x3 small-image stem the file does not record (1 or 2)")
+    parser.add_argument("--features", type=optional(str), default=None,
+                        help="a ViT's features: cls, avgpool or last_n_cls (default: what the checkpoint records, "
+                             "else cls)")
+    parser.add_argument("--last_n", type=optional(int), default=None,
+                        help="blocks whose class tokens last_n_cls concatenates (DINO's linear protocol: 4)")
 
 
 def checkpoint_backbone(args):
@@ -95,7 +100,8 @@ def checkpoint_backbone(args):
     from sslkit.checkpoints import load_backbone_report
 
     backbone, report = load_backbone_report(args.ckpt_path, args.arch, args.ckpt_format, args.branch,
-                                            args.small_stem_padding)
+                                            args.small_stem_padding, getattr(args, "features", None),
+                                            getattr(args, "last_n", None))
     print(f"sslkit: loaded {report.summary()}", file=sys.stderr)
     return backbone
 
@@ -134,7 +140,8 @@ def feature_source(args, backbone, data, device, cache_dir):
     view = eval_view_of(args, data).to(device)
     normalize = view.stages[-1]
     digest = file_digest(args.ckpt_path) if Path(args.ckpt_path).is_file() else f"hub:{args.ckpt_path}"
-    key = {"checkpoint": digest, "branch": args.branch,
+    key = {"checkpoint": digest, "branch": args.branch, "features": getattr(backbone, "features", None),
+           "last_n": getattr(backbone, "last_n", None),
            "view": {"crop_size": args.crop_size, "resize": args.resize, "mean": normalize.mean.flatten().tolist(),
                     "std": normalize.std.flatten().tolist()}}
     return FeatureSource(backbone, data, view, device, key, cache_dir)

@@ -134,7 +134,8 @@ def run(init) -> None:
 
 def _with_path(init, path: str) -> SimpleNamespace:
     """The arguments of one checkpoint: its path, and how to read it and view its data."""
-    fields = ("arch", "ckpt_format", "branch", "small_stem_padding", "crop_size", "resize", "mean", "std")
+    fields = ("arch", "ckpt_format", "branch", "small_stem_padding", "features", "last_n", "crop_size", "resize", "mean",
+              "std")
     return SimpleNamespace(ckpt_path=path, **{name: init[name] for name in fields})
 
 

@@ -87,8 +87,13 @@ def run(init) -> None:
     loader = data.eval_loader(dataset)
     encoders = {"backbone": backbone}
     projector = load_projector(init.ckpt_path) if Path(init.ckpt_path).is_file() else None
-    if projector is not None:
-        encoders["projector"] = _Chain(backbone, projector.to(device)).eval()
+    if projector is not None:  # the projector takes the features it was trained on, whatever --features says
+        trained = backbone
+        if init.get("features") or init.get("last_n"):
+            recorded = init.clone()
+            recorded.features, recorded.last_n = None, None
+            trained = checkpoint_backbone(recorded).to(device)
+        encoders["projector"] = _Chain(trained, projector.to(device)).eval()
     reports = {}
     for name, encoder in encoders.items():
         features, _ = extract_features(encoder, loader, lambda b: view(b)["image"], device, name,

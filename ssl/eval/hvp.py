@@ -20,6 +20,10 @@ than half the time of the second, and with 8 probes batched the two are level
 (tests/benchmarks/bench_landscape.py). Under DDP, closures should run the bare module (``.module``):
 products are averaged over ranks here.
 
+While an operator is open, attention runs through PyTorch's math kernel of
+``scaled_dot_product_attention`` (``sdpa_kernel``): the fused CPU and GPU kernels have no
+second derivative, so a ViT's Hessian needs it; the result is the same function.
+
 While an operator is open its closures are one deterministic function: before every pass over
 them the global RNGs (torch CPU and CUDA, Python, NumPy) and ``model``'s buffers are reset to
 their state on entry, and on exit they are restored. A closure drawing random numbers (dropout,
@@ -35,6 +39,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 from torch.func import functional_call, grad, jvp, vmap
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from sslkit.nn.distributed import all_reduce_sum, world_size
 
@@ -145,11 +150,14 @@ class Products:
         self.products = 0
 
     def __enter__(self) -> Products:
+        self._attention = sdpa_kernel([SDPBackend.MATH])
+        self._attention.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
         self.kept = None
         self.isolation.reset()
+        self._attention.__exit__(*exc)
 
     def output(self, i: int) -> torch.Tensor:
         out = self.closures[i]()
@@ -270,7 +278,7 @@ class HessianProducts(Products):
                 out = hvp({name: t[0] for name, t in tangents.items()})
             else:
                 out = vmap(hvp, randomness="same")(tangents)
-        return self.flat([out[name] for name in self.names], P)
+        return self.flat([out[name] for name in self.names], P).detach()
 
 
 class FisherProducts(Products):

@@ -73,9 +73,10 @@ def method_closures(method: nn.Module, batches: Sequence[dict], seed: int = 0) -
 
     def closure_for(index: int, batch: dict) -> Callable[[], torch.Tensor]:
         def closure() -> torch.Tensor:
-            with torch.no_grad():
-                for buffer, saved in buffers:
-                    buffer.copy_(saved)
+            with torch.no_grad():  # (under torch.func a copy into a captured buffer is refused; the engine's
+                for buffer, saved in buffers:  # Isolation has restored them by then, so none is made)
+                    if not torch.equal(buffer, saved):
+                        buffer.copy_(saved)
             torch.manual_seed(seed * 1_000_003 + index)
             with torch.no_grad():
                 views = method.augment(batch)
