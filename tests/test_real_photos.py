@@ -94,7 +94,8 @@ IMAGENET_FITS = [["mocov2_imagenet"], ["mocov2_imagenet", "mocov2_bg"], ["mocov2
                  ["byol_imagenet"], ["byol_imagenet", "byol_bg"], ["swav_imagenet"], ["swav_imagenet", "swav_bg"],
                  ["swav_imagenet", "swav_imagenet_bs256"], ["simclr_imagenet"], ["simclr_imagenet", "simclr_bg"],
                  ["simsiam_imagenet"], ["simsiam_imagenet", "simsiam_bg"], ["barlow_twins_imagenet"],
-                 ["barlow_twins_imagenet", "barlow_twins_bg"], ["vicreg_imagenet"], ["vicreg_imagenet", "vicreg_bg"]]
+                 ["barlow_twins_imagenet", "barlow_twins_bg"], ["vicreg_imagenet"], ["vicreg_imagenet", "vicreg_bg"],
+                 ["mocov3_imagenet"], ["mocov3_imagenet", "mocov3_bg"]]
 # not 8192-d heads on a CPU, and no torchvision constructor arguments (zero_init_residual) for timm's test_resnet
 SMALL_HEADS = ["--model.init_args.proj_hidden_dim=64", "--model.init_args.proj_output_dim=64",
                "--model.init_args.backbone.kwargs={}"]
@@ -105,6 +106,8 @@ def test_fit_every_imagenet_config_on_real_photos(world, configs):
     name = "+".join(configs)
     files = [a for c in configs for a in ("-c", CONFIGS / f"{c}.yaml")]
     heads = SMALL_HEADS if configs[0] in ("barlow_twins_imagenet", "vicreg_imagenet", "simsiam_imagenet") else []
+    if configs[0] == "mocov3_imagenet":
+        heads = ["--model.init_args.mlp_dim=64", "--model.init_args.backbone.kwargs={}"]
     code, out = sslkit(["fit", *files, *CPU, *TWO_STEPS, *world["data_args"], "--model.init_args.backbone=test_resnet",
                         *heads, "--trainer.check_val_every_n_epoch=1", f"--trainer.logger.init_args.name={name}"],
                        world["root"])
@@ -117,6 +120,27 @@ def test_fit_every_imagenet_config_on_real_photos(world, configs):
     if "bg" in name:
         has_negatives = name.startswith(("mocov2", "simclr"))
         assert ("train/swap_negative_rate" in logged) == has_negatives
+
+
+VIT_FITS = [["mocov3_vit_small_imagenet"], ["mocov3_vit_base_imagenet", "mocov3_bg"]]
+TINY_VIT = ["--model.init_args.backbone.name=mocov3_vit_tiny", "--model.init_args.mlp_dim=64",
+            "--model.init_args.backbone.kwargs={depth: 2, embed_dim: 48, num_heads: 3}", "--trainer.precision=bf16-mixed"]
+
+
+@pytest.mark.parametrize("configs", VIT_FITS, ids=["+".join(c) for c in VIT_FITS])
+def test_fit_the_vit_configs_on_real_photos(world, configs):
+    """The ViT recipes (AdamW, frozen patch projection, bf16 autocast) at 224 px on the photos,
+    with a 2-block ViT of the same family."""
+    name = "+".join(configs)
+    files = [a for c in configs for a in ("-c", CONFIGS / f"{c}.yaml")]
+    cpu = [a for a in CPU if not a.startswith("--trainer.precision")]
+    code, out = sslkit(["fit", *files, *cpu, *TWO_STEPS, *world["data_args"], *TINY_VIT,
+                        "--trainer.check_val_every_n_epoch=1", f"--trainer.logger.init_args.name={name}"],
+                       world["root"])
+    assert code == 0, out[-3000:]
+    logged = metrics(next((world["root"] / "runs" / name).glob("version_*")))
+    assert len(logged["train/loss"]) == 2 and all(math.isfinite(v) for v in logged["train/loss"])
+    assert 0.0 <= logged["val/knn_top1"][-1] <= 1.0
 
 
 def test_the_bank_online_classifier_on_real_photos(world):
