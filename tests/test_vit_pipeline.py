@@ -136,3 +136,24 @@ def test_every_evaluator_runs_on_a_vit_checkpoint(tmp_path, capfd, monkeypatch):
     assert code == 0, err[-3000:]
     card = json.loads((tmp_path / "report" / "report.json").read_text())["checkpoints"][0]
     assert card["hessian_top"] == record["top_eigenvalues"][0]
+
+
+def test_the_fsdp_overlay_parses_and_wraps_each_transformer_block(capfd, monkeypatch, tmp_path):
+    """``configs/fsdp_vit_large.yaml`` resolves to Lightning's FSDP strategy with sslkit's
+    block policy, which wraps exactly the transformer blocks (FSDP itself needs GPUs)."""
+    from pytorch_lightning.strategies import FSDPStrategy
+    from timm.models.vision_transformer import Block
+
+    from sslkit.nn.vits import transformer_block_policy
+
+    vit_small = os.path.join(REPO, "configs", "mocov3_vit_small_imagenet.yaml")
+    fsdp = os.path.join(REPO, "configs", "fsdp_vit_large.yaml")
+    code, out, err = invoke(["fit", "-c", vit_small, "-c", fsdp, "--print_config"], tmp_path, capfd, monkeypatch)
+    assert code == 0, err[-2000:]
+    assert "pytorch_lightning.strategies.FSDPStrategy" in out and "name: vit_large_patch16_224" in out
+    assert "auto_wrap_policy: sslkit.nn.vits.transformer_block_policy" in out
+    model = tiny_vit().model
+    wrapped = [m for m in model.modules() if transformer_block_policy(m, False, 0)]
+    assert len(wrapped) == len(model.blocks) and all(isinstance(m, Block) for m in wrapped)
+    assert transformer_block_policy(model, True, 0)
+    FSDPStrategy(auto_wrap_policy=transformer_block_policy, activation_checkpointing_policy=transformer_block_policy)

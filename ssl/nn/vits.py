@@ -99,3 +99,12 @@ def mocov3_vit_tiny(pretrained: bool = False, **kwargs) -> MoCoV3ViT:
     if pretrained:
         raise ValueError("mocov3_vit_tiny has no hub weights")
     return _mocov3_vit(192, 3, **kwargs)
+
+
+def transformer_block_policy(module: nn.Module, recurse: bool, nonwrapped_numel: int) -> bool:
+    """An FSDP auto-wrap (and activation-checkpointing) policy for timm ViTs: every transformer
+    ``Block`` is one unit (``torch.distributed.fsdp.wrap``'s callable form:
+    keep recursing, wrap a module when it is a block). For ``configs/fsdp_vit_large.yaml``."""
+    from timm.models.vision_transformer import Block
+
+    return True if recurse else isinstance(module, Block)
