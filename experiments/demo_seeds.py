@@ -33,6 +33,8 @@ DEMOS = {
     "demo_simsiam": ["configs/demo.yaml", "configs/demo_simsiam.yaml"],
     "demo_barlow_twins": ["configs/demo.yaml", "configs/demo_barlow_twins.yaml"],
     "demo_vicreg": ["configs/demo.yaml", "configs/demo_vicreg.yaml"],
+    "demo_mocov3": ["configs/demo.yaml", "configs/demo_mocov3.yaml"],
+    "demo_dino": ["configs/demo.yaml", "configs/demo_dino.yaml"],
 }
 PROBE_DATA = {  # the overlays' changes to the data, so the probe scores the run's own val split
     "demo": [],
@@ -42,6 +44,8 @@ PROBE_DATA = {  # the overlays' changes to the data, so the probe scores the run
     "demo_simsiam": ["--data.init_args.saturation=0.0"],
     "demo_barlow_twins": ["--data.init_args.saturation=0.0"],
     "demo_vicreg": ["--data.init_args.saturation=0.0"],
+    "demo_mocov3": ["--data.init_args.saturation=0.0"],
+    "demo_dino": ["--data.init_args.saturation=0.0"],
 }
 
 
