@@ -4,17 +4,16 @@
 (``adjust_learning_rate``, ``adjust_moco_momentum``)."""
 import copy
 import math
-from functools import partial, reduce
-from operator import mul
 
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import PatchEmbed
-from timm.models.vision_transformer import VisionTransformer
 
 from helpers import tiny_data, tiny_mocov3, tiny_trainer
+from official_mocov3 import VisionTransformerMoCo, adjust_learning_rate, adjust_moco_momentum, build_mlp
+from official_mocov3 import contrastive_loss as official_contrastive_loss
+from official_mocov3 import vit_small
 from sslkit.methods.optim import OptimConfig, lr_at
 from sslkit.nn.backbones import build_backbone
 from sslkit.nn.heads import mocov3_mlp
@@ -22,89 +21,10 @@ from sslkit.nn.losses import mocov3_loss
 from sslkit.nn.vits import sincos_position_embedding
 
 
-# ----------------------------------------------------------------- moco-v3, as its files have it
-class OfficialViTMoCo(VisionTransformer):
-    """vits.py ``VisionTransformerMoCo`` on the installed timm (the class token count is
-    ``num_prefix_tokens`` there)."""
-
-    def __init__(self, stop_grad_conv1=False, **kwargs):
-        super().__init__(**kwargs)
-        self.build_2d_sincos_position_embedding()
-        for name, m in self.named_modules():
-            if isinstance(m, nn.Linear):
-                if 'qkv' in name:
-                    val = math.sqrt(6. / float(m.weight.shape[0] // 3 + m.weight.shape[1]))
-                    nn.init.uniform_(m.weight, -val, val)
-                else:
-                    nn.init.xavier_uniform_(m.weight)
-                nn.init.zeros_(m.bias)
-        nn.init.normal_(self.cls_token, std=1e-6)
-        if isinstance(self.patch_embed, PatchEmbed):
-            val = math.sqrt(6. / float(3 * reduce(mul, self.patch_embed.patch_size, 1) + self.embed_dim))
-            nn.init.uniform_(self.patch_embed.proj.weight, -val, val)
-            nn.init.zeros_(self.patch_embed.proj.bias)
-            if stop_grad_conv1:
-                self.patch_embed.proj.weight.requires_grad = False
-                self.patch_embed.proj.bias.requires_grad = False
-
-    def build_2d_sincos_position_embedding(self, temperature=10000.):
-        h, w = self.patch_embed.grid_size
-        grid_w = torch.arange(w, dtype=torch.float32)
-        grid_h = torch.arange(h, dtype=torch.float32)
-        grid_w, grid_h = torch.meshgrid(grid_w, grid_h, indexing="ij")
-        pos_dim = self.embed_dim // 4
-        omega = torch.arange(pos_dim, dtype=torch.float32) / pos_dim
-        omega = 1. / (temperature**omega)
-        out_w = torch.einsum('m,d->md', [grid_w.flatten(), omega])
-        out_h = torch.einsum('m,d->md', [grid_h.flatten(), omega])
-        pos_emb = torch.cat([torch.sin(out_w), torch.cos(out_w), torch.sin(out_h), torch.cos(out_h)], dim=1)[None, :, :]
-        pe_token = torch.zeros([1, 1, self.embed_dim], dtype=torch.float32)
-        self.pos_embed = nn.Parameter(torch.cat([pe_token, pos_emb], dim=1))
-        self.pos_embed.requires_grad = False
-
-
-def official_vit_small(**kwargs):
-    return OfficialViTMoCo(patch_size=16, embed_dim=384, depth=12, num_heads=12, mlp_ratio=4, qkv_bias=True,
-                           norm_layer=partial(nn.LayerNorm, eps=1e-6), **kwargs)
-
-
-def official_build_mlp(num_layers, input_dim, mlp_dim, output_dim, last_bn=True):
-    mlp = []
-    for l in range(num_layers):
-        dim1 = input_dim if l == 0 else mlp_dim
-        dim2 = output_dim if l == num_layers - 1 else mlp_dim
-        mlp.append(nn.Linear(dim1, dim2, bias=False))
-        if l < num_layers - 1:
-            mlp.append(nn.BatchNorm1d(dim2))
-            mlp.append(nn.ReLU(inplace=True))
-        elif last_bn:
-            mlp.append(nn.BatchNorm1d(dim2, affine=False))
-    return nn.Sequential(*mlp)
-
-
-def official_contrastive_loss(q, k, T, rank=0, world=1, all_k=None):
-    q = nn.functional.normalize(q, dim=1)
-    k = nn.functional.normalize(all_k if all_k is not None else k, dim=1)
-    logits = torch.einsum('nc,mc->nm', [q, k]) / T
-    N = logits.shape[0]
-    labels = torch.arange(N, dtype=torch.long) + N * rank
-    return nn.CrossEntropyLoss()(logits, labels) * (2 * T)
-
-
-def official_momentum(epoch, epochs, moco_m):
-    return 1. - 0.5 * (1. + math.cos(math.pi * epoch / epochs)) * (1. - moco_m)
-
-
-def official_lr(epoch, lr, warmup_epochs, epochs):
-    if epoch < warmup_epochs:
-        return lr * epoch / warmup_epochs
-    return lr * 0.5 * (1. + math.cos(math.pi * (epoch - warmup_epochs) / (epochs - warmup_epochs)))
-
-
 # ----------------------------------------------------------------- the ViT
 def test_sincos_embedding_is_the_official_one_on_a_non_square_grid():
     torch.manual_seed(0)
-    official = OfficialViTMoCo(img_size=(32, 48), patch_size=8, embed_dim=32, depth=1, num_heads=2, num_classes=0)
+    official = VisionTransformerMoCo(img_size=(32, 48), patch_size=8, embed_dim=32, depth=1, num_heads=2, num_classes=0)
     assert torch.equal(sincos_position_embedding((4, 6), 32), official.pos_embed.data)
 
 
@@ -112,7 +32,7 @@ def test_mocov3_vit_small_computes_the_official_function():
     """12 heads, not timm's 6: the same weights give the official features, and timm's
     ``vit_small_patch16_224`` with them does not."""
     torch.manual_seed(0)
-    official = official_vit_small(num_classes=0, stop_grad_conv1=True).eval()
+    official = vit_small(num_classes=0, stop_grad_conv1=True).eval()
     ours = build_backbone("mocov3_vit_small", stop_grad_conv1=True).eval()
     assert ours.model.state_dict().keys() == official.state_dict().keys()
     ours.model.load_state_dict(official.state_dict())
@@ -146,7 +66,7 @@ def test_mocov3_vit_initialisation_follows_vits_py():
 def test_heads_are_build_mlp(layers, last_bn):
     torch.manual_seed(0)
     ours = mocov3_mlp(layers, 12, 20, 8, last_bn)
-    official = official_build_mlp(layers, 12, 20, 8, last_bn)
+    official = build_mlp(layers, 12, 20, 8, last_bn)
     assert [type(m) for m in ours] == [type(m) for m in official]
     official.load_state_dict(ours.state_dict())
     x = torch.randn(6, 12)
@@ -168,11 +88,11 @@ def test_momentum_and_learning_rate_follow_main_moco():
     epochs, iters = 3, 5
     model.schedule.total_steps = epochs * iters
     for s in range(epochs * iters - 1):
-        assert model.momentum_at(s) == pytest.approx(official_momentum((s + 1) / iters, epochs, 0.99), abs=1e-12)
+        assert model.momentum_at(s) == pytest.approx(adjust_moco_momentum((s + 1) / iters, epochs, 0.99), abs=1e-12)
     epochs, iters, warmup = 300, 7, 40
     for s in [0, 1, 100, 279, 280, 281, 1000, 2099]:
         ours = lr_at(s, epochs * iters, warmup * iters, 1.5e-4, warmup_ends_at_peak=False)
-        assert ours == pytest.approx(official_lr(s / iters, 1.5e-4, warmup, epochs), rel=1e-9, abs=1e-15)
+        assert ours == pytest.approx(adjust_learning_rate(s / iters, 1.5e-4, warmup, epochs), rel=1e-9, abs=1e-15)
 
 
 @pytest.mark.parametrize("vit", [True, False], ids=["vit", "resnet"])
@@ -183,14 +103,14 @@ def test_one_step_equals_the_official_forward(vit):
     model = tiny_mocov3(vit=vit).train()
     assert len(model.projector) == (8 if vit else 5) and isinstance(model.predictor[-1], nn.BatchNorm1d) == vit
     base = copy.deepcopy(model.backbone.model)
-    head = official_build_mlp(3 if vit else 2, model.backbone.dim, 32, 16)
+    head = build_mlp(3 if vit else 2, model.backbone.dim, 32, 16)
     head.load_state_dict(model.projector.state_dict())
     if vit:
         base.head = head
         forward = base
     else:
         forward = nn.Sequential(base, head)
-    predictor = official_build_mlp(2, 16, 32, 16, last_bn=vit)
+    predictor = build_mlp(2, 16, 32, 16, last_bn=vit)
     predictor.load_state_dict(model.predictor.state_dict())
     momentum = copy.deepcopy(forward)
     g = torch.Generator().manual_seed(1)

@@ -13,8 +13,7 @@ real size too.
 """
 import argparse
 import math
-from functools import partial, reduce
-from operator import mul
+from functools import partial
 
 import numpy as np
 import pytest
@@ -22,9 +21,9 @@ import timm
 import torch
 from timm.models.vision_transformer import Block as TimmBlock
 from timm.models.vision_transformer import PatchEmbed as TimmPatchEmbed
-from timm.models.vision_transformer import VisionTransformer as TimmVisionTransformer
 from torch import nn
 
+from official_mocov3 import build_mlp, vit_small
 from sslkit.checkpoints import CheckpointError, load_backbone, load_backbone_report, load_backbone_weights
 from sslkit.nn.backbones import BackboneConfig, build_backbone
 
@@ -188,62 +187,6 @@ def dino_full_checkpoint(student, teacher, arch, patch_size, teacher_prefix=""):
 
 
 # ===================================================================== moco-v3 vits.py, moco/builder.py
-class VisionTransformerMoCo(TimmVisionTransformer):
-    """vits.py's class on the installed timm, as the original subclasses timm's."""
-
-    def __init__(self, stop_grad_conv1=False, **kwargs):
-        super().__init__(**kwargs)
-        self.build_2d_sincos_position_embedding()
-        for name, m in self.named_modules():
-            if isinstance(m, nn.Linear):
-                if "qkv" in name:
-                    val = math.sqrt(6. / float(m.weight.shape[0] // 3 + m.weight.shape[1]))
-                    nn.init.uniform_(m.weight, -val, val)
-                else:
-                    nn.init.xavier_uniform_(m.weight)
-                nn.init.zeros_(m.bias)
-        nn.init.normal_(self.cls_token, std=1e-6)
-        val = math.sqrt(6. / float(3 * reduce(mul, self.patch_embed.patch_size, 1) + self.embed_dim))
-        nn.init.uniform_(self.patch_embed.proj.weight, -val, val)
-        nn.init.zeros_(self.patch_embed.proj.bias)
-
-    def build_2d_sincos_position_embedding(self, temperature=10000.):
-        h, w = self.patch_embed.grid_size
-        grid_w = torch.arange(w, dtype=torch.float32)
-        grid_h = torch.arange(h, dtype=torch.float32)
-        grid_w, grid_h = torch.meshgrid(grid_w, grid_h, indexing="ij")
-        pos_dim = self.embed_dim // 4
-        omega = torch.arange(pos_dim, dtype=torch.float32) / pos_dim
-        omega = 1. / (temperature ** omega)
-        out_w = torch.einsum("m,d->md", [grid_w.flatten(), omega])
-        out_h = torch.einsum("m,d->md", [grid_h.flatten(), omega])
-        pos_emb = torch.cat([torch.sin(out_w), torch.cos(out_w), torch.sin(out_h), torch.cos(out_h)], dim=1)[None, :, :]
-        assert self.num_prefix_tokens == 1  # vits.py: one and only one token, [cls]
-        pe_token = torch.zeros([1, 1, self.embed_dim], dtype=torch.float32)
-        self.pos_embed = nn.Parameter(torch.cat([pe_token, pos_emb], dim=1))
-        self.pos_embed.requires_grad = False
-
-
-def moco_vit_small(**kwargs):
-    """vits.vit_small: 12 heads (width/depth/img_size may be shrunk for the tiny tests)."""
-    config = dict(patch_size=16, embed_dim=384, depth=12, num_heads=12, mlp_ratio=4, qkv_bias=True,
-                  norm_layer=partial(nn.LayerNorm, eps=1e-6))
-    return VisionTransformerMoCo(**{**config, **kwargs})
-
-
-def build_mlp(num_layers, input_dim, mlp_dim, output_dim, last_bn=True):
-    mlp = []
-    for layer in range(num_layers):
-        dim1 = input_dim if layer == 0 else mlp_dim
-        dim2 = output_dim if layer == num_layers - 1 else mlp_dim
-        mlp.append(nn.Linear(dim1, dim2, bias=False))
-        if layer < num_layers - 1:
-            mlp += [nn.BatchNorm1d(dim2), nn.ReLU(inplace=True)]
-        elif last_bn:
-            mlp.append(nn.BatchNorm1d(dim2, affine=False))
-    return nn.Sequential(*mlp)
-
-
 class MoCoViT(nn.Module):
     """builder.MoCo_ViT: base and momentum encoders with the 3-layer projector as their head, and a predictor."""
 
@@ -437,7 +380,7 @@ def test_dino_pretrain_file_through_the_backbone_config(tmp_path):
 def test_mocov3_vit_file_builds_mocov3_vit_small(tmp_path):
     """vit-s-300ep.pth.tar-like: 'arch': 'vit_small' is recorded (no longer "records no architecture"),
     the base encoder loads as mocov3_vit_small (12 heads), its projector head is dropped and reported."""
-    checkpoint, moco = mocov3_checkpoint(partial(moco_vit_small, img_size=32, **TINY))
+    checkpoint, moco = mocov3_checkpoint(partial(vit_small, img_size=32, **TINY))
     path = tmp_path / "vit-s-300ep.pth.tar"
     torch.save(checkpoint, path)
     backbone, report = load_backbone_report(path)
@@ -457,7 +400,7 @@ def test_mocov3_vit_file_builds_mocov3_vit_small(tmp_path):
 def test_mocov3_vit_small_into_timm_vit_small_is_refused(tmp_path):
     """Same tensor shapes, other function: a 6-head model named for a file that records MoCo v3's
     12-head vit_small is refused in one line naming the file, the record and the name to use."""
-    checkpoint, moco = mocov3_checkpoint(partial(moco_vit_small, img_size=32, **TINY))
+    checkpoint, moco = mocov3_checkpoint(partial(vit_small, img_size=32, **TINY))
     path = tmp_path / "vit-s-300ep.pth.tar"
     torch.save(checkpoint, path)
     config = BackboneConfig(name="vit_small_patch16_224", kwargs=dict(img_size=32, **TINY), ckpt_path=str(path))
@@ -476,7 +419,7 @@ def test_mocov3_vit_small_at_the_real_size(tmp_path):
     """The released ViT-S shape (384 wide, 12 blocks, 12 heads, 224 px): loads as mocov3_vit_small
     with MoCo v3's function; timm's vit_small_patch16_224 is refused (before it is built)."""
     torch.manual_seed(0)
-    encoder = moco_vit_small(num_classes=0).eval()  # vits.py's own random initialisation
+    encoder = vit_small(num_classes=0).eval()  # vits.py's own random initialisation
     state = {**prefixed("module.base_encoder.", encoder.state_dict()),
              **prefixed("module.momentum_encoder.", encoder.state_dict()),  # the same tensors: a smaller file
              **prefixed("module.base_encoder.head.", build_mlp(3, 384, 32, 16).state_dict()),
@@ -651,7 +594,7 @@ def test_files_that_name_no_buildable_vit_are_refused_in_one_line(tmp_path):
     with pytest.raises(CheckpointError, match=r"'.*odd.pth' holds a ViT \(48 wide, 2 blocks, patch 16, 2x2 position grid\) "
                                               r"and records no architecture.*pass arch="):
         load_backbone(tmp_path / "odd.pth")
-    checkpoint, _ = mocov3_checkpoint(partial(moco_vit_small, img_size=32, **TINY), arch="vit_conv_small")
+    checkpoint, _ = mocov3_checkpoint(partial(vit_small, img_size=32, **TINY), arch="vit_conv_small")
     torch.save(checkpoint, tmp_path / "vit-conv-s.pth.tar")
     with pytest.raises(CheckpointError, match=r"records its architecture as MoCo v3 arch 'vit_conv_small' "
                                               r"\(mocov3_vit_conv_small\), which is no ViT sslkit builds"):
