@@ -12,6 +12,7 @@ plus the tools around training.
     sslkit export --ckpt_path runs/.../last.ckpt --out backbone.pth --format torchvision
     sslkit report -c configs/linear_probe.yaml --ckpt_path A.ckpt B.ckpt --out runs/report
     sslkit landscape -c configs/demo.yaml --ckpt_path runs/.../last.ckpt --out runs/landscape
+    sslkit finetune -c configs/finetune_semisup_simclr.yaml --ckpt_path runs/.../last.ckpt --labels 1%
 """
 from __future__ import annotations
 
@@ -258,6 +259,7 @@ TOOLS = {
     "export": "sslkit.commands.export",
     "report": "sslkit.commands.report",
     "landscape": "sslkit.commands.landscape",
+    "finetune": "sslkit.commands.finetune",
 }
 
 
