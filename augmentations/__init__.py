@@ -2,7 +2,7 @@
 from .background import BackgroundRandom, BackgroundRemove, BackgroundSwap
 from .color import ColorJitter, RandomGaussianBlur, RandomGrayscale, RandomSolarize
 from .geometry import CenterCrop, RandomHorizontalFlip, RandomResizedCrop, Resize
-from .recipes import BYOLViews, MoCoV2Views, MultiCropViews, eval_view, view_stages
+from .recipes import BYOLViews, DINOViews, MoCoV2Views, MultiCropViews, eval_view, view_stages
 from .stages import IMAGENET_MEAN, IMAGENET_STD, KorniaStage, Normalize, Stage, View
 from .views import MultiView, RepeatedView
 
@@ -13,6 +13,7 @@ __all__ = [
     "BYOLViews",
     "CenterCrop",
     "ColorJitter",
+    "DINOViews",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "KorniaStage",

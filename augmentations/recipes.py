@@ -178,3 +178,52 @@ class MultiCropViews(MultiView):
             views.append(group(local_size, local_scale, num_local))
         super().__init__(views, eval_view(global_size, mean, std, eval_resize), background_swap)
         self.num_global = num_global
+
+
+class DINOViews(MultiView):
+    """DINO's multi-crop (Caron et al. 2021; dino ``main_dino.py`` ``DataAugmentationDINO``):
+    two global crops of ``global_size`` px (scale 0.4-1) and ``num_local`` local crops of
+    ``local_size`` px (scale 0.05-0.4), all bicubic, each flipped, colour-jittered
+    (0.4, 0.4, 0.2, 0.1) p=0.8 and greyed p=0.2; blur p=1.0 on global crop 1, p=0.1 and
+    solarisation p=0.2 on global crop 2, blur p=0.5 on the local crops (the PIL-extent kernel
+    with the edge replicated, as ``utils.GaussianBlur``). The local crops are made in one pass.
+    ``mean``/``std`` ``None``: the data's statistics (``DINO``'s default gives ImageNet's, as
+    there). ``background`` and ``background_swap`` as in ``MoCoV2Views`` (DINO has no
+    negatives: ``hard_negative: false``): with a swap, global crop 1 sees the image and every
+    other crop the image on another background."""
+
+    num_global = 2
+
+    def __init__(
+        self,
+        global_size: int = 224,
+        global_scale: tuple[float, float] = (0.4, 1.0),
+        local_size: int = 96,
+        local_scale: tuple[float, float] = (0.05, 0.4),
+        num_local: int = 8,
+        crop_interpolation: Interpolation = "bicubic",
+        jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.2, 0.1),
+        jitter_p: float = 0.8,
+        grayscale_p: float = 0.2,
+        blur_p: tuple[float, float] = (1.0, 0.1),
+        local_blur_p: float = 0.5,
+        blur_sigma: tuple[float, float] = (0.1, 2.0),
+        solarize_p: tuple[float, float] = (0.0, 0.2),
+        flip_p: float = 0.5,
+        mean: tuple[float, float, float] | None = None,
+        std: tuple[float, float, float] | None = None,
+        background: Sequence[Stage] = (),
+        background_swap: BackgroundSwap | None = None,
+        eval_resize: int | None = None,
+    ) -> None:
+        if num_local < 0:
+            raise ValueError(f"num_local must be 0 or more, got {num_local}")
+
+        def stages(size: int, scale: tuple[float, float], blur: float, solarize: float) -> list[Stage]:
+            return view_stages(size, scale, crop_interpolation, jitter, jitter_p, grayscale_p, blur, blur_sigma,
+                               solarize_p=solarize, flip_p=flip_p, mean=mean, std=std, background=background)
+
+        views: list[nn.Module] = [View(stages(global_size, global_scale, blur_p[i], solarize_p[i])) for i in range(2)]
+        if num_local > 0:
+            views.append(RepeatedView(View(stages(local_size, local_scale, local_blur_p, 0.0)), num_local))
+        super().__init__(views, eval_view(global_size, mean, std, eval_resize), background_swap)

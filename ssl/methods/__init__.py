@@ -7,6 +7,7 @@ from sslkit.nn.backbones import BackboneConfig
 
 from .barlow_twins import BarlowTwins
 from .byol import BYOL
+from .dino import DINO
 from .lars import LARS
 from .method import SSLMethod
 from .mocov2 import MoCoV2
@@ -20,5 +21,5 @@ from .vicreg import VICReg
 
 allow_safe_types()  # Lightning's own loads (resume, load_from_checkpoint) read sslkit's configs too
 
-__all__ = ["BYOL", "BackboneConfig", "BarlowTwins", "KNNConfig", "LARS", "MoCoV2", "MoCoV3", "OnlineClassifierConfig",
-           "OptimConfig", "SSLMethod", "SimCLR", "SimSiam", "SpeedConfig", "SwAV", "VICReg"]
+__all__ = ["BYOL", "BackboneConfig", "BarlowTwins", "DINO", "KNNConfig", "LARS", "MoCoV2", "MoCoV3",
+           "OnlineClassifierConfig", "OptimConfig", "SSLMethod", "SimCLR", "SimSiam", "SpeedConfig", "SwAV", "VICReg"]
