@@ -277,3 +277,20 @@ def test_finetune_on_real_photos(tmp_path):
     labelled = json.loads((run / "labelled.json").read_text())
     assert labelled["per_class"] == [1, 1] and "class-balanced" in labelled["source"]  # not an ImageNet layout
     assert all(name.endswith((".jpg", ".png")) for name in labelled["files"])
+
+
+# ----------------------------------------------------------------------------- the probe's generalisation gap
+def test_the_probe_reports_its_train_accuracy_and_generalisation_gap():
+    from sslkit.commands.report import COLUMNS
+    from sslkit.eval.linear import linear_probe
+
+    g = torch.Generator().manual_seed(0)
+    means = torch.randn(3, 64, generator=g)
+    y_train, y_test = torch.arange(30) % 3, torch.arange(300) % 3
+    x_train = means[y_train] * 0.5 + torch.randn(30, 64, generator=g)  # few examples, many dimensions: memorised
+    x_test = means[y_test] * 0.5 + torch.randn(300, 64, generator=g)
+    result = linear_probe((x_train, y_train), (x_test, y_test), l2_grid=[1e-6], max_iter=200)
+    assert result.train_top1 == 1.0 and result.top1 < 1.0
+    record = result.to_dict()
+    assert record["train_top1"] == result.train_top1 and record["gap"] == pytest.approx(result.train_top1 - result.top1)
+    assert {"probe_train_top1", "probe_gap"} <= {key for key, _, _ in COLUMNS}

@@ -8,7 +8,10 @@ Fast path (default): features extracted once (centre crop, no augmentation, prog
 bar), cached on disk keyed by checkpoint, data and view; full-batch L-BFGS logistic
 regression with an L2 sweep on a held-out part of the train split. Standard path: the
 published protocol (SGD, training augmentation) through ``sslkit.eval.LinearProbe``.
-Top-1 and top-5 on the data module's val split go to stdout and a JSON file.
+Top-1 and top-5 on the data module's val split go to stdout and a JSON file, with the
+probe's top-1 on its own training images (``train_top1``) and its generalisation gap
+(``gap`` = train - val top-1): Dubois et al. 2020 (decodable information bottleneck) read a
+representation by both, the test accuracy and how little the probe needs to memorise.
 """
 from __future__ import annotations
 
@@ -67,7 +70,10 @@ def standard_probe(args, backbone, data, device) -> dict:
     val = data.eval_loader(data.eval_split("val"))
     trainer.fit(module, data.eval_loader(data.eval_split("train"), shuffle=True), val)
     results = trainer.validate(module, val, verbose=False)[0]
-    return {"top1": results["val/top1"], "top5": results["val/top5"], "epochs": args.epochs, "lr": args.lr}
+    # the probe's accuracy on its own training images (evaluation view): its generalisation gap
+    train = trainer.validate(module, data.eval_loader(data.eval_split("train")), verbose=False)[0]
+    return {"top1": results["val/top1"], "top5": results["val/top5"], "train_top1": train["val/top1"],
+            "gap": train["val/top1"] - results["val/top1"], "epochs": args.epochs, "lr": args.lr}
 
 
 def parse(argv: list[str]):
@@ -96,6 +102,8 @@ def run(init) -> None:
         Path(init.ckpt_path).with_name(f"probe_{init.protocol}.json") if beside else Path(f"probe_{init.protocol}.json"))
     out.write_text(json.dumps(record, indent=2))
     knn = f", kNN top-1 {100 * record['knn_top1']:.2f}%" if "knn_top1" in record else ""
+    if "train_top1" in record:  # Dubois et al. 2020: test accuracy with the probe's generalisation gap
+        knn += f" (probe train top-1 {100 * record['train_top1']:.2f}%, gap {100 * record['gap']:+.2f})"
     print(f"\nsslkit probe ({init.protocol}): top-1 {100 * record['top1']:.2f}%, top-5 {100 * record['top5']:.2f}%"
           f"{knn} on {type(data).__name__} val, {record['seconds']:.1f} s")
     for name, value in record.get("backgrounds_top1", {}).items():

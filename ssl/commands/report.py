@@ -28,7 +28,9 @@ from sslkit.eval.plots import plot_report_backgrounds, plot_report_curves, plot_
 from .common import add_source_arguments, checkpoint_backbone, feature_source, prepared_data, renamed, resolve_device
 
 CURVES = ("val/knn_top1", "val/online_top1", "val/alpha", "val/effective_rank")
-COLUMNS = [("probe_top1", "probe top-1", 100), ("probe_top5", "probe top-5", 100), ("knn_top1", "kNN top-1", 100),
+COLUMNS = [("probe_top1", "probe top-1", 100), ("probe_top5", "probe top-5", 100),
+           ("probe_train_top1", "probe train top-1", 100), ("probe_gap", "probe gap (train - test)", 100),
+           ("knn_top1", "kNN top-1", 100),
            ("online_top1", "online top-1", 100), ("alpha", "alpha", 1), ("effective_rank", "effective rank", 1),
            ("participation_ratio", "participation ratio", 1), ("bg_gap", "BG-Gap", 100),
            ("hessian_top", "Hessian top", 1), ("hessian_trace", "Hessian trace", 1)]

@@ -51,7 +51,9 @@ class FeatureSource:
 
 def probe_card(source: FeatureSource, l2_grid: Sequence[float], val_fraction: float = 0.2, max_iter: int = 500,
                knn_k: int = 20, knn_temperature: float = 0.07, backgrounds: bool = False) -> dict:
-    """Linear probe (top-1, top-5, the L2 chosen on a held-out part of train), weighted kNN and,
+    """Linear probe (top-1, top-5, the L2 chosen on a held-out part of train; its top-1 on the
+    train features it was fitted to, ``train_top1``, and the generalisation gap ``gap`` = train -
+    test top-1, the decodable-information view of Dubois et al. 2020), weighted kNN and,
     with ``backgrounds``, the probe classifier's accuracy on the Backgrounds Challenge
     variants of the val split with BG-Gap = Mixed-Same - Mixed-Rand (Xiao et al. 2020)."""
     device = source.device
@@ -83,6 +85,8 @@ def report_card(source: FeatureSource, l2_grid: Sequence[float], val_fraction: f
     ``effective_rank``, ``participation_ratio`` and the eigenvalues."""
     card = probe_card(source, l2_grid, val_fraction, max_iter, knn_k, knn_temperature, backgrounds)
     card["probe_top1"], card["probe_top5"] = card.pop("top1"), card.pop("top5")
+    if "train_top1" in card:  # the probe's own training accuracy and its generalisation gap (Dubois et al. 2020)
+        card["probe_train_top1"], card["probe_gap"] = card.pop("train_top1"), card.pop("gap")
     if "backgrounds_top1" in card:
         card["bg_gap"] = card["backgrounds_top1"]["bg_gap"]
     spectrum = eigenspectrum(source("val")[0], fit_range)

@@ -90,10 +90,22 @@ class ProbeResult:
     top5: float
     l2: float
     sweep: dict[float, float] = field(default_factory=dict)
+    train_top1: float | None = None
+
+    @property
+    def gap(self) -> float | None:
+        """The probe's generalisation gap, train top-1 - test top-1: with the test accuracy, the
+        decodable-information view of a representation (Dubois et al. 2020, "Learning Optimal
+        Representations with the Decodable Information Bottleneck"): a good representation lets
+        the probe reach high test accuracy with a small gap, one that only memorises does not."""
+        return None if self.train_top1 is None else self.train_top1 - self.top1
 
     def to_dict(self) -> dict:
-        return {"top1": self.top1, "top5": self.top5, "l2": self.l2,
-                "sweep_val_top1": {str(k): v for k, v in self.sweep.items()}}
+        out = {"top1": self.top1, "top5": self.top5, "l2": self.l2,
+               "sweep_val_top1": {str(k): v for k, v in self.sweep.items()}}
+        if self.train_top1 is not None:
+            out.update(train_top1=self.train_top1, gap=self.gap)
+        return out
 
 
 def linear_probe(
@@ -106,7 +118,8 @@ def linear_probe(
     seed: int = 0,
 ) -> ProbeResult:
     """Sweep ``l2_grid`` on a held-out ``val_fraction`` of ``train``, refit on all of it
-    with the best value, and report top-1/top-5 on ``test``."""
+    with the best value, and report top-1/top-5 on ``test``, the refitted classifier's top-1 on
+    ``train`` itself and the gap between the two (``ProbeResult.gap``)."""
     x, y = train
     if len(x) != len(y):
         raise ValueError(f"{len(x)} training features but {len(y)} labels")
@@ -122,4 +135,5 @@ def linear_probe(
     best = max(sweep, key=lambda l2: (sweep[l2], l2))
     classifier = fit_logistic_regression(x, y, best, num_classes, max_iter, device)
     logits = classifier.logits(test[0].to(device))
-    return ProbeResult(topk_accuracy(logits, test[1], 1), topk_accuracy(logits, test[1], 5), best, sweep)
+    train_top1 = topk_accuracy(classifier.logits(x.to(device)), y, 1)
+    return ProbeResult(topk_accuracy(logits, test[1], 1), topk_accuracy(logits, test[1], 5), best, sweep, train_top1)
