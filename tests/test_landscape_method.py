@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from conftest import REPO
 from helpers import invoke, tiny_data, tiny_moco, tiny_swav, tiny_trainer
+from sslkit.checkpoints import file_digest
 from sslkit.eval import LandscapeMonitor
 from sslkit.eval.landscape import hessian_trace, top_eigenvalues
 from sslkit.eval.objectives import measure_landscape, method_closures, trained_blocks
@@ -87,7 +88,8 @@ def test_the_monitor_logs_the_landscape_and_changes_nothing_of_training(tmp_path
     assert all(torch.equal(runs[0][0][k], v) for k, v in runs[1][0].items())  # bit for bit
     metrics = runs[1][1].callback_metrics
     assert metrics["val/hessian_top"] > 0 and torch.isfinite(metrics["val/hessian_trace"])
-    assert metrics["val/gradient_moment_top"] > 0
+    assert metrics["val/gradient_noise_top"] > 0 and metrics["val/fisher_top"] > 0
+    assert metrics["val/fisher_trace"] > 0  # every Hutchinson probe of a positive semi-definite F is >= 0
     history = json.loads((tmp_path / "monitor" / "version_0" / "landscape.json").read_text())
     assert [h["epoch"] for h in history] == [0, 1, 2]
 
@@ -101,12 +103,14 @@ def test_sslkit_landscape_writes_the_json_and_joins_the_report(tmp_path, capfd, 
     assert code == 0, err[-3000:]
     ckpt = next((tmp_path / "runs" / "demo").glob("version_*/checkpoints/last.ckpt"))
     code, out, err = invoke(["landscape", "-c", demo, "--ckpt_path", ckpt, "--batches", "1", "--trace_samples", "4",
-                             "--density_probes", "2", "--lanczos_steps", "6", "--tol", "0.01", *small,
-                             "--model.init_args.queue_size=128"], tmp_path, capfd, monkeypatch)
+                             "--density_probes", "2", "--lanczos_steps", "6", "--tol", "0.01", "--fisher", "true",
+                             *small, "--model.init_args.queue_size=128"], tmp_path, capfd, monkeypatch)
     assert code == 0, err[-3000:]
     record = json.loads((ckpt.parent / "landscape.json").read_text())
-    assert {"top_eigenvalues", "trace", "trace_stderr", "density", "by_block"} <= set(record)
+    assert {"top_eigenvalues", "trace", "trace_stderr", "density", "by_block", "fisher"} <= set(record)
+    assert record["fisher"]["top_eigenvalues"][0] > 0 and "true Fisher: top eigenvalues" in out
     assert record["loss"] == "ssl" and record["by_block"]["projector"]["parameters"] > 0
+    assert record["ckpt_sha256"] == file_digest(ckpt) and record["ckpt_path"] == str(ckpt.resolve())
     assert (ckpt.parent / "landscape.png").stat().st_size > 0
     probe = os.path.join(REPO, "configs", "linear_probe.yaml")
     code, _, err = invoke(["report", "-c", probe, "--ckpt_path", ckpt, "--out", tmp_path / "report", *small,
@@ -114,5 +118,7 @@ def test_sslkit_landscape_writes_the_json_and_joins_the_report(tmp_path, capfd, 
     assert code == 0, err[-3000:]
     card = json.loads((tmp_path / "report" / "report.json").read_text())["checkpoints"][0]
     assert card["hessian_top"] == record["top_eigenvalues"][0] and card["hessian_trace"] == record["trace"]
+    assert card["hessian_loss"] == "ssl" and card["landscape"]["matched_by"] == "sha256"
+    assert "| Hessian top (ssl loss) |" in (tmp_path / "report" / "report.md").read_text()
     code, _, err = invoke(["landscape", "-c", demo, "--ckpt_path", tmp_path / "nope.ckpt"], tmp_path, capfd, monkeypatch)
     assert code == 2 and "nope.ckpt" in err and "Traceback" not in err

@@ -133,7 +133,8 @@ def prepared_data(data, device: torch.device):
 
 def feature_source(args, backbone, data, device, cache_dir):
     """The features every instrument of ``probe`` and ``report`` reads: ``backbone`` under the
-    evaluation view of ``args``, cached by checkpoint (its bytes), branch, data and view."""
+    evaluation view of ``args``, cached by checkpoint (its bytes) and how it was read (branch,
+    features, ``arch``, ``ckpt_format``, ``small_stem_padding``), data and view."""
     from sslkit.checkpoints import file_digest
     from sslkit.eval.card import FeatureSource
 
@@ -141,7 +142,9 @@ def feature_source(args, backbone, data, device, cache_dir):
     normalize = view.stages[-1]
     digest = file_digest(args.ckpt_path) if Path(args.ckpt_path).is_file() else f"hub:{args.ckpt_path}"
     key = {"checkpoint": digest, "branch": args.branch, "features": getattr(backbone, "features", None),
-           "last_n": getattr(backbone, "last_n", None),
+           "last_n": getattr(backbone, "last_n", None), "arch": getattr(args, "arch", None),
+           "ckpt_format": getattr(args, "ckpt_format", "auto"),
+           "small_stem_padding": getattr(args, "small_stem_padding", None),
            "view": {"crop_size": args.crop_size, "resize": args.resize, "mean": normalize.mean.flatten().tolist(),
                     "std": normalize.std.flatten().tolist()}}
     return FeatureSource(backbone, data, view, device, key, cache_dir)

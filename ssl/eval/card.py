@@ -49,6 +49,11 @@ class FeatureSource:
         return self._memory[name]
 
 
+def held_out(val_fraction: float, n_train: int) -> int:
+    """How many train features ``linear_probe`` holds out to choose the L2 (its own rule)."""
+    return max(1, int(round(val_fraction * n_train)))
+
+
 def probe_card(source: FeatureSource, l2_grid: Sequence[float], val_fraction: float = 0.2, max_iter: int = 500,
                knn_k: int = 20, knn_temperature: float = 0.07, backgrounds: bool = False) -> dict:
     """Linear probe (top-1, top-5, the L2 chosen on a held-out part of train; its top-1 on the
@@ -62,8 +67,9 @@ def probe_card(source: FeatureSource, l2_grid: Sequence[float], val_fraction: fl
     result = linear_probe((train_x, train_y), (test_x, test_y), l2_grid, val_fraction, max_iter, device)
     num_classes = int(max(train_y.max(), test_y.max())) + 1
     scores = knn_predict(test_x.to(device), train_x.to(device), train_y.to(device), num_classes, knn_k, knn_temperature)
-    card = {**result.to_dict(), "knn_top1": topk_accuracy(scores, test_y, 1), "n_train": len(train_x),
-            "n_test": len(test_x), "dim": train_x.shape[1]}
+    card = {**result.to_dict(), "knn_top1": topk_accuracy(scores, test_y, 1), "knn_k": min(knn_k, len(train_x)),
+            "knn_temperature": knn_temperature, "n_train": len(train_x), "n_test": len(test_x),
+            "dim": train_x.shape[1], "val_fraction": val_fraction, "held_out": held_out(val_fraction, len(train_x))}
     if backgrounds:
         classifier = fit_logistic_regression(train_x, train_y, result.l2, num_classes, max_iter, device)
         variants = {}
