@@ -18,7 +18,7 @@ from conftest import REPO
 
 DOCS = [Path(REPO) / "README.md", *sorted((Path(REPO) / "docs").glob("*.md"))]
 SUBCOMMANDS = ("fit", "validate", "test", "probe", "spectrum", "backgrounds", "preview", "masks", "export", "report",
-               "landscape")
+               "landscape", "finetune")
 COMMAND = re.compile(r"^(?:srun\s+)?sslkit\s+(" + "|".join(SUBCOMMANDS) + r")\b")
 
 

@@ -48,12 +48,13 @@ def translate(argv: list[str]) -> list[str]:
 
 
 class FinetuneCLI(LightningCLI):
-    def __init__(self, args: list[str], run: bool = True) -> None:
+    def __init__(self, args: list[str], run: bool = True, instantiate_trainer: bool = True) -> None:
         from sslkit.cli import FitSummary, run_name
         from sslkit.reliability import PreemptionCheckpoint
 
         if os.getcwd() not in sys.path:
             sys.path.append(os.getcwd())
+        self._with_trainer = instantiate_trainer
         logger = {"class_path": "pytorch_lightning.loggers.CSVLogger",
                   "init_args": {"save_dir": "runs", "name": run_name(args)}}
         super().__init__(
@@ -69,6 +70,9 @@ class FinetuneCLI(LightningCLI):
             run=run,
             auto_configure_optimizers=False,
         )
+
+    def instantiate_trainer(self, **kwargs):
+        return super().instantiate_trainer(**kwargs) if self._with_trainer else None
 
     def instantiate_classes(self) -> None:
         super().instantiate_classes()
@@ -95,6 +99,27 @@ class FinetuneCLI(LightningCLI):
 
     def before_test(self) -> None:
         self._resolve_last("test")
+
+
+def parse(argv: list[str]) -> FinetuneCLI:
+    """The command line parsed and its model (backbone loaded) and data built, no trainer:
+    what the docs' test resolves."""
+    import warnings
+
+    from sslkit.cli import check_overlays, config_files
+
+    args, skip = [], False
+    for arg in translate(argv)[1:]:  # without run: no subcommand, and no --resume (Lightning's --ckpt_path)
+        if skip or arg.startswith("--ckpt_path="):
+            skip = False
+        elif arg == "--ckpt_path":
+            skip = True
+        else:
+            args.append(arg)
+    check_overlays(config_files(args), "finetune")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+        return FinetuneCLI(args, run=False, instantiate_trainer=False)
 
 
 def main(argv: list[str]) -> None:
