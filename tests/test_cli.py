@@ -85,14 +85,36 @@ def test_every_config_parses(capsys):
     from sslkit.cli import main
 
     for name in sorted(os.listdir(os.path.join(REPO, "configs"))):
-        if name.startswith("linear_probe"):
-            continue  # probe configs: test_probe_configs_parse
+        if name.startswith("linear_probe") or "finetune" in name:
+            continue  # probe configs: test_probe_configs_parse; fine-tuning: test_finetune_configs_parse
         configs = stack_for(name)
         with pytest.raises(SystemExit) as exit_info:
             main(["fit", "--print_config", *[a for c in configs for a in ("-c", c)]])
         out = capsys.readouterr()
         assert exit_info.value.code in (0, None), (name, out.err[-2000:])
         assert "class_path: sslkit.methods" in out.out, name
+
+def test_finetune_configs_parse(tmp_path):
+    """Each fine-tuning recipe resolves with ``sslkit finetune``'s parser (model built from a
+    random backbone, data on a folder laid out like ImageNet's), and so does the demo overlay on
+    each semi-supervised recipe it names."""
+    from photos import photo_folder
+    from sslkit.commands.finetune import parse
+
+    root = tmp_path / "imagenet"
+    photo_folder(root)
+    configs = os.path.join(REPO, "configs")
+    recipes = sorted(n for n in os.listdir(configs) if n.startswith("finetune_"))
+    assert {"finetune_semisup_simclr.yaml", "finetune_semisup_byol.yaml", "finetune_mae_vit.yaml"} <= set(recipes)
+    for name in recipes:
+        arch = "vit_tiny_patch16_224" if "vit" in name else "resnet18"
+        cli = parse(["-c", os.path.join(configs, name), "--ckpt_path", f"random:{arch}", f"--data.init_args.root={root}"])
+        assert cli.config.model.optim.name in ("sgd", "lars", "adamw"), name
+        if name.startswith("finetune_semisup"):
+            cli = parse(["-c", os.path.join(configs, name), "-c", os.path.join(configs, "demo_finetune.yaml"),
+                         "--ckpt_path", "random:test_resnet"])
+            assert cli.config.model.optim.lr == 0.05 and cli.config.model.labels == "1%", name
+
 
 def test_an_overlay_given_alone_names_its_base(tmp_path, capfd, monkeypatch):
     code, _, err = invoke(["fit", "-c", os.path.join(REPO, "configs/demo_byol.yaml")], tmp_path, capfd, monkeypatch)

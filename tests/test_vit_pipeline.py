@@ -7,6 +7,7 @@ import os
 
 import pytest
 import torch
+import yaml
 
 from conftest import REPO
 from helpers import TINY_VIT, invoke, tiny_data, tiny_mocov3
@@ -101,7 +102,8 @@ def test_every_evaluator_runs_on_a_vit_checkpoint(tmp_path, capfd, monkeypatch):
     """The MoCo v3 demo (tiny ViT) fitted from the CLI with DINO's linear-protocol features
     (last 2 class tokens): GeometryMonitor, kNN and the online classifier during training;
     then probe, spectrum, report and landscape on its checkpoint, each on the recorded
-    features (2 x 96 wide)."""
+    features (2 x the demo ViT's width)."""
+    width = yaml.safe_load(open(os.path.join(REPO, "configs", "demo_mocov3.yaml")))["model"]["init_args"]["backbone"]["kwargs"]["embed_dim"]
     demo, overlay = os.path.join(REPO, "configs", "demo.yaml"), os.path.join(REPO, "configs", "demo_mocov3.yaml")
     code, _, err = invoke(["fit", "-c", demo, "-c", overlay, *SMALL, "--trainer.max_epochs=1",
                            "--trainer.limit_val_batches=2", "--trainer.enable_progress_bar=false",
@@ -120,11 +122,11 @@ def test_every_evaluator_runs_on_a_vit_checkpoint(tmp_path, capfd, monkeypatch):
     code, _, err = invoke(["spectrum", "-c", probe, "--ckpt_path", ckpt, *common], tmp_path, capfd, monkeypatch)
     assert code == 0, err[-3000:]
     spectrum = json.loads((ckpt.parent / "spectrum.json").read_text())
-    assert spectrum["backbone"]["dim"] == 192
+    assert spectrum["backbone"]["dim"] == 2 * width
     code, _, err = invoke(["spectrum", "-c", probe, "--ckpt_path", ckpt, *common, "--features=cls", "--out",
                            tmp_path / "cls"], tmp_path, capfd, monkeypatch)
     assert code == 0, err[-3000:]
-    assert json.loads((tmp_path / "cls" / "spectrum.json").read_text())["backbone"]["dim"] == 96
+    assert json.loads((tmp_path / "cls" / "spectrum.json").read_text())["backbone"]["dim"] == width
     code, _, err = invoke(["landscape", "-c", demo, "-c", overlay, "--ckpt_path", ckpt, "--batches", "1",
                            "--trace_samples", "4", "--density_probes", "2", "--lanczos_steps", "6", "--tol", "0.01",
                            *SMALL, *FEATURES], tmp_path, capfd, monkeypatch)
