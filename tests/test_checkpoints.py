@@ -521,3 +521,16 @@ def test_readme_lists_every_format():
     readme = open(os.path.join(REPO, "README.md")).read()
     for fmt in FORMATS:
         assert f"`{fmt.name}`" in readme, fmt.name
+
+
+def test_reading_a_checkpoint_leaves_sslkit_types_loadable(tmp_path):
+    """Lightning's resume calls ``torch.load(weights_only=True)`` itself; a ``read_checkpoint``
+    before it (torch's ``safe_globals`` context removes on exit what it added, the process-wide
+    registration included) must not make the next resume fail on an sslkit config."""
+    from sslkit.checkpoints.reading import read_checkpoint
+    from sslkit.methods.optim import OptimConfig
+
+    path = tmp_path / "hp.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {"optim": OptimConfig()}}, path)
+    read_checkpoint(path)
+    assert isinstance(torch.load(path, weights_only=True)["hyper_parameters"]["optim"], OptimConfig)

@@ -58,9 +58,9 @@ def read_checkpoint(path: str | Path) -> dict:
     if _looks_like_text(head):
         raise CheckpointError(f"'{path}' is a text file ({head[:40].decode('utf-8', 'replace')!r}...), not a "
                               f"PyTorch checkpoint; pass the .pth/.ckpt/.tar file the weights were saved to")
+    allow_safe_types()  # not torch's safe_globals(): leaving it removes the types for every later load
     try:
-        with torch.serialization.safe_globals(safe_types()):
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - torch raises many types for a bad file
         raise CheckpointError(_unreadable(path, err)) from err
     if not isinstance(checkpoint, dict):
