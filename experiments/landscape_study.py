@@ -5,8 +5,10 @@ Each run trains the MoCo v2 demo (configs/demo.yaml + demo_bg.yaml, optionally
 background_off.yaml), shortened, with ``LandscapeMonitor``: on the same fixed batch and
 augmentation draws at initialisation and every few epochs it measures the top Hessian
 eigenvalue and the Hutchinson trace of the InfoNCE objective (BatchNorm in train mode,
-queue and momentum encoder frozen) and the top eigenvalue of the mini-batch gradients'
-second moment (the empirical Fisher of the objective).
+queue and momentum encoder frozen), the top eigenvalue and trace of the true Fisher of the
+InfoNCE softmax (its 1 + K logits), and the top eigenvalue of the second moment of 4
+mini-batch gradients (the gradient noise, between tr/4 and tr: no Fisher eigenvalue; runs
+before this release logged it as ``val/gradient_moment_top`` and have no Fisher).
 
 Questions (docs/landscape.md): does SGD lower the trace, as Wei & Schwab (arXiv:1910.00195)
 show on average in degenerate valleys; does split BatchNorm flatten the Fisher spectrum, as
@@ -37,7 +39,20 @@ ARMS = {  # name: (batchnorm, background augmentations)
     "split BN, no BG aug": ("split", False),
 }
 QUANTITIES = {"val/hessian_top": "top Hessian eigenvalue", "val/hessian_trace": "Hessian trace",
-              "val/gradient_moment_top": "top eigenvalue of the gradient second moment"}
+              "val/fisher_top": "top eigenvalue of the true Fisher", "val/fisher_trace": "true Fisher trace",
+              "val/gradient_noise_top": "top eigenvalue of 4 gradients' second moment"}
+SHORT = {"val/hessian_top": "top", "val/hessian_trace": "trace", "val/fisher_top": "Fisher top",
+         "val/fisher_trace": "Fisher trace", "val/gradient_noise_top": "grad noise"}
+RENAMED = {"val/gradient_moment_top": "val/gradient_noise_top"}  # runs logged before this release
+
+
+def upgraded(record: dict) -> dict:
+    """A run's record with the metrics of earlier releases under their present names."""
+    for h in record["history"]:
+        for old, new in RENAMED.items():
+            if old in h:
+                h.setdefault(new, h.pop(old))
+    return record
 
 
 def callbacks_overlay(out: Path, every: int) -> Path:
@@ -59,7 +74,7 @@ def train(out: Path, name: str, batchnorm: str, background: bool, seed: int, epo
     """One run, or its record from an earlier run of this script."""
     done = out / f"{name}.json"
     if done.exists():
-        return json.loads(done.read_text())
+        return upgraded(json.loads(done.read_text()))
     configs = ["-c", str(REPO / "configs/demo.yaml"), "-c", str(REPO / "configs/demo_bg.yaml")]
     if not background:
         configs += ["-c", str(REPO / "configs/background_off.yaml")]
@@ -77,7 +92,7 @@ def train(out: Path, name: str, batchnorm: str, background: bool, seed: int, epo
               "online_top1": last.get("val/online_top1"), "history": json.loads((log / "landscape.json").read_text()),
               "checkpoint": str(log / "checkpoints" / "last.ckpt")}
     done.write_text(json.dumps(record, indent=2))
-    return record
+    return upgraded(record)
 
 
 def summarise(runs: list[dict]) -> dict:
@@ -87,6 +102,8 @@ def summarise(runs: list[dict]) -> dict:
     epochs = [h["epoch"] for h in runs[0]["history"]]
     summary = {"epochs": epochs}
     for key in QUANTITIES:
+        if not all(key in h for run in runs for h in run["history"]):
+            continue  # (the true Fisher: not in runs before this release)
         values = [[h[key] for h in run["history"]] for run in runs]
         summary[key] = {"mean": [statistics.fmean(v) for v in zip(*values)],
                         "min": [min(v) for v in zip(*values)], "max": [max(v) for v in zip(*values)]}
@@ -104,16 +121,23 @@ def summarise(runs: list[dict]) -> dict:
 def paired(runs: dict[str, list[dict]]) -> dict[str, list[float]]:
     """Same-seed ratios at the end of training: split over plain BatchNorm (with and without
     background augmentations) and with over without background augmentations, for the trace
-    and the gradient second moment's top eigenvalue."""
+    the true Fisher's top eigenvalue and trace (where measured) and the gradient noise."""
     def end(arm: str, key: str) -> list[float]:
         return [run["history"][-1][key] for run in runs[arm]]
 
     out = {}
-    for key, label in (("val/hessian_trace", "trace"), ("val/gradient_moment_top", "gradient moment top")):
+    for key, label in (("val/hessian_trace", "trace"), ("val/fisher_top", "Fisher top"),
+                       ("val/fisher_trace", "Fisher trace"), ("val/gradient_noise_top", "gradient noise top")):
+        if not all(key in run["history"][-1] for arm in runs.values() for run in arm):
+            continue
         for bg in ("BG aug", "no BG aug"):
+            if f"split BN, {bg}" not in runs or f"plain BN, {bg}" not in runs:
+                continue
             split, plain = end(f"split BN, {bg}", key), end(f"plain BN, {bg}", key)
             out[f"{label}: split / plain BN, {bg}"] = [s / p for s, p in zip(split, plain)]
         for bn in ("plain BN", "split BN"):
+            if f"{bn}, BG aug" not in runs or f"{bn}, no BG aug" not in runs:
+                continue
             with_, without = end(f"{bn}, BG aug", key), end(f"{bn}, no BG aug", key)
             out[f"{label}: BG aug / no BG aug, {bn}"] = [a / b for a, b in zip(with_, without)]
     return out
@@ -125,8 +149,9 @@ def plot(results: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(QUANTITIES), figsize=(4.2 * len(QUANTITIES), 3.4))
-    for ax, (key, title) in zip(axes, QUANTITIES.items()):
+    shown = {k: v for k, v in QUANTITIES.items() if all(k in s for s in results.values())}
+    fig, axes = plt.subplots(1, len(shown), figsize=(4.2 * len(shown), 3.4))
+    for ax, (key, title) in zip(axes, shown.items()):
         for i, (arm, summary) in enumerate(results.items()):
             style = "-" if "split" in arm else "--"
             ax.plot(summary["epochs"], summary[key]["mean"], style, color=f"C{i}", label=arm, marker="o", ms=3)
@@ -148,6 +173,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--every", type=int, default=3, help="measure every this many epochs")
     parser.add_argument("--num_train", type=int, default=4000)
+    parser.add_argument("--arms", type=int, nargs="+", default=list(range(len(ARMS))),
+                        help="which arms (0-3, in the order of ARMS)")
     args, extra = parser.parse_known_args()
     extra = [a for a in extra if a != "--"]
     out = Path(args.out)
@@ -155,23 +182,27 @@ def main() -> None:
     runs: dict[str, list[dict]] = {}
     for seed in args.seeds:
         for i, (arm, (batchnorm, background)) in enumerate(ARMS.items()):
+            if i not in args.arms:
+                continue
             record = train(out, f"arm{i}_seed{seed}", batchnorm, background, seed, args.epochs, args.num_train,
                            args.every, extra)
             runs.setdefault(arm, []).append(record)
             last = record["history"][-1]
             print(f"{arm}, seed {seed}: top {last['val/hessian_top']:.3g}, trace {last['val/hessian_trace']:.4g}, "
-                  f"gradient moment {last['val/gradient_moment_top']:.3g}, kNN {100 * record['knn_top1']:.1f}% "
+                  f"Fisher top {last.get('val/fisher_top', float('nan')):.3g}, gradient noise "
+                  f"{last['val/gradient_noise_top']:.3g}, kNN {100 * record['knn_top1']:.1f}% "
                   f"({record['seconds']:.0f} s)", flush=True)
     results = {arm: summarise(records) for arm, records in runs.items()}
     pairs = paired(runs)
     (out / "results.json").write_text(json.dumps({"settings": vars(args), "arms": results, "paired": pairs,
                                                   "runs": runs}, indent=2))
     plot(results, out / "landscape_study.png")
-    print(f"\n{'arm':<22}{'top (init -> end)':>22}{'trace (init -> end)':>24}{'grad moment (init -> end)':>28}"
-          f"{'kNN':>8}")
+    shown = [k for k in QUANTITIES if all(k in s for s in results.values())]
+    print(f"\n{'arm':<22}" + "".join(f"{SHORT[k] + ' (init -> end)':>26}" for k in shown)
+          + f"{'kNN':>8}")
     for arm, s in results.items():
-        cells = [f"{s[k]['mean'][0]:.3g} -> {s[k]['mean'][-1]:.3g}" for k in QUANTITIES]
-        print(f"{arm:<22}{cells[0]:>22}{cells[1]:>24}{cells[2]:>28}{100 * statistics.fmean(s['knn_top1']):>7.1f}%")
+        cells = [f"{s[k]['mean'][0]:.3g} -> {s[k]['mean'][-1]:.3g}" for k in shown]
+        print(f"{arm:<22}" + "".join(f"{c:>26}" for c in cells) + f"{100 * statistics.fmean(s['knn_top1']):>7.1f}%")
     print("\ntrace ratios per seed: first measurement / init, end / first measurement")
     for arm, s in results.items():
         print(f"  {arm:<22}" + " ".join(f"{r:8.2g}" for r in s["trace_first_over_init"]) + "   |"

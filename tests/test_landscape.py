@@ -1,5 +1,5 @@
 """sslkit.eval.landscape against independent references: dense Hessians from torch.func.hessian of
-the loss over a flattened parameter vector (float64), a Fisher and a gradient second moment built
+the loss over a flattened parameter vector (float64), a Fisher and a gradient second moment (gradient noise) built
 sample by sample with autograd, closed-form variances of the stochastic estimators, and one process
 against two gloo ranks."""
 import copy
@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from ddp import run_distributed
-from sslkit.eval.landscape import (fisher_top_eigenvalue, gradient_second_moment_top, hessian_trace,
+from sslkit.eval.landscape import (fisher_spectrum, fisher_top_eigenvalue, gradient_noise_top, hessian_trace,
                                    hessian_vector_product, spectral_density, top_eigenvalues)
 
 METHODS = ["double-backward", "forward-over-reverse"]
@@ -161,7 +161,9 @@ CALLS = {
     "hessian_vector_product": lambda f, p, m, h: hessian_vector_product(
         f, p, [torch.ones_like(q) for q in p], model=m, hvp=h),
     "fisher_top_eigenvalue": lambda f, p, m, h: fisher_top_eigenvalue(f.logits, p, max_iter=5, model=m),
-    "gradient_second_moment_top": lambda f, p, m, h: gradient_second_moment_top([f, f], p, model=m),
+    "fisher_spectrum": lambda f, p, m, h: fisher_spectrum(f.logits, p, max_iter=5, trace_samples=4, density_probes=1,
+                                                          lanczos_steps=4, model=m),
+    "gradient_noise_top": lambda f, p, m, h: gradient_noise_top([f, f], p, model=m),
 }
 
 
@@ -235,7 +237,7 @@ def test_fisher_top_eigenvalues_match_a_dense_fisher():
         float(exact[-1]), rel=1e-5)
 
 
-def test_gradient_second_moment_matches_the_dense_one():
+def test_gradient_noise_matches_the_dense_second_moment():
     model = mlp()
     x, y = data("mlp", n=20)
     params = list(model.parameters())
@@ -244,7 +246,7 @@ def test_gradient_second_moment_matches_the_dense_one():
                          for xb, yb in batches])
     values, vectors = torch.linalg.eigh(grads.T @ grads / len(grads))
     closures = [lambda xb=xb, yb=yb: F.cross_entropy(model(xb), yb) for xb, yb in batches]
-    result = gradient_second_moment_top(closures, params, k=2, eigenvectors=True)
+    result = gradient_noise_top(closures, params, k=2, eigenvectors=True)
     assert torch.allclose(result.eigenvalues, values[-2:].flip(0), rtol=1e-10)
     assert torch.allclose((result.eigenvectors * vectors[:, -2:].flip(1).T).sum(1).abs(),
                           torch.ones(2, dtype=torch.float64), atol=1e-8)
@@ -313,7 +315,7 @@ def test_bad_input_is_named():
     with pytest.raises(ValueError, match="logits"):
         fisher_top_eigenvalue(closure, params)
     with pytest.raises(ValueError, match="rank bound"):
-        gradient_second_moment_top([closure, closure], params, k=3)
+        gradient_noise_top([closure, closure], params, k=3)
     with pytest.raises(ValueError, match="misses the spectrum"):
         spectral_density(closure, params, 1, 5, grid=torch.linspace(100, 101, 10, dtype=torch.float64), sigma=0.01)
     with pytest.raises(ValueError, match="does not depend on params"):

@@ -88,7 +88,8 @@ def test_the_monitor_logs_the_landscape_and_changes_nothing_of_training(tmp_path
     assert all(torch.equal(runs[0][0][k], v) for k, v in runs[1][0].items())  # bit for bit
     metrics = runs[1][1].callback_metrics
     assert metrics["val/hessian_top"] > 0 and torch.isfinite(metrics["val/hessian_trace"])
-    assert metrics["val/gradient_moment_top"] > 0
+    assert metrics["val/gradient_noise_top"] > 0 and metrics["val/fisher_top"] > 0
+    assert metrics["val/fisher_trace"] > 0  # every Hutchinson probe of a positive semi-definite F is >= 0
     history = json.loads((tmp_path / "monitor" / "version_0" / "landscape.json").read_text())
     assert [h["epoch"] for h in history] == [0, 1, 2]
 
@@ -102,11 +103,12 @@ def test_sslkit_landscape_writes_the_json_and_joins_the_report(tmp_path, capfd, 
     assert code == 0, err[-3000:]
     ckpt = next((tmp_path / "runs" / "demo").glob("version_*/checkpoints/last.ckpt"))
     code, out, err = invoke(["landscape", "-c", demo, "--ckpt_path", ckpt, "--batches", "1", "--trace_samples", "4",
-                             "--density_probes", "2", "--lanczos_steps", "6", "--tol", "0.01", *small,
-                             "--model.init_args.queue_size=128"], tmp_path, capfd, monkeypatch)
+                             "--density_probes", "2", "--lanczos_steps", "6", "--tol", "0.01", "--fisher", "true",
+                             *small, "--model.init_args.queue_size=128"], tmp_path, capfd, monkeypatch)
     assert code == 0, err[-3000:]
     record = json.loads((ckpt.parent / "landscape.json").read_text())
-    assert {"top_eigenvalues", "trace", "trace_stderr", "density", "by_block"} <= set(record)
+    assert {"top_eigenvalues", "trace", "trace_stderr", "density", "by_block", "fisher"} <= set(record)
+    assert record["fisher"]["top_eigenvalues"][0] > 0 and "true Fisher: top eigenvalues" in out
     assert record["loss"] == "ssl" and record["by_block"]["projector"]["parameters"] > 0
     assert record["ckpt_sha256"] == file_digest(ckpt) and record["ckpt_path"] == str(ckpt.resolve())
     assert (ckpt.parent / "landscape.png").stat().st_size > 0

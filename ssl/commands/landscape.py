@@ -8,8 +8,13 @@ checkpoint of the config's method): its ``step`` on ``--batches`` fixed batches 
 split, each with fixed augmentation draws, BatchNorm in train mode (its running statistics
 put back after), the momentum encoders, queue and prototypes held as the checkpoint has them;
 the Hessian is that of the trained networks (backbone, projector, predictor).
+With ``--fisher``, also the true Fisher of the method's own softmax (MoCo v2's 1 + K InfoNCE
+logits, SwAV's prototype scores: ``mean_x J^T (diag p - p p^T) J`` with p the model's own
+distribution): top eigenvalues, Hutchinson trace, density.
 ``--loss probe``: the cross-entropy of a linear probe fitted on the checkpoint's frozen
-features (any format ``load_backbone`` reads), as a function of the backbone's parameters.
+features (any format ``load_backbone`` reads), as a function of the backbone's parameters; with
+``--fisher``, the true Fisher of the probe's softmax and the empirical Fisher of its
+per-example gradients (the backbone in eval mode, so examples are independent).
 Products are averaged over the batches (PyHessian's data-set Hessian, Yao et al. 2020).
 
 Writes ``landscape.json`` (top eigenvalues, most negative eigenvalue, trace and its standard
@@ -27,7 +32,8 @@ from pathlib import Path
 
 import torch
 
-from sslkit.eval.objectives import backbone_blocks, measure_landscape, method_closures, probe_closures, trained_blocks
+from sslkit.eval.objectives import (backbone_blocks, measure_fisher, measure_landscape, method_closures,
+                                    method_logit_closures, probe_closures, probe_per_example, trained_blocks)
 from sslkit.eval.plots import plot_landscape
 
 from .common import add_config_arguments, checkpoint_backbone, from_config, prepared_data, renamed, resolve_device
@@ -47,6 +53,8 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, object, object]:
     parser.add_argument("--tol", type=float, default=1e-3, help="relative residual of the top eigenvalues")
     parser.add_argument("--by_block", type=lambda s: s.lower() in ("1", "true", "yes"), default=True)
     parser.add_argument("--seed", type=int, default=0, help="of the batches' augmentation draws and the probes")
+    parser.add_argument("--fisher", type=lambda s: s.lower() in ("1", "true", "yes"), default=False,
+                        help="also the true Fisher of the softmax (and, --loss probe, the empirical Fisher)")
     parser.add_argument("--out", default=None, help="folder (default: beside the checkpoint)")
     args, overrides = parser.parse_known_args(renamed(argv))
     if not args.ckpt_path:
@@ -104,7 +112,8 @@ def probe_objective(args, model, data, batches: list[dict], device: torch.device
 
     images = [view(batch)["image"] for batch in batches]
     labels = [batch["label"] for batch in batches]
-    return probe_closures(backbone, head, images, labels), backbone_blocks(backbone), backbone, result.top1
+    fisher = ([lambda x=x: head(backbone(x)) for x in images], probe_per_example(backbone, head, images, labels))
+    return probe_closures(backbone, head, images, labels), backbone_blocks(backbone), backbone, result.top1, fisher
 
 
 def run(parsed) -> None:
@@ -117,11 +126,16 @@ def run(parsed) -> None:
     if args.loss == "ssl":
         model = method_at(model.to(device), args.ckpt_path).train()
         closures, blocks, module = method_closures(model, batches, args.seed), trained_blocks(model), model
+        fisher = (method_logit_closures(model, batches, args.seed), None) if args.fisher else None
     else:
-        closures, blocks, module, probe_top1 = probe_objective(args, model.to(device), data, batches, device)
+        closures, blocks, module, probe_top1, fisher = probe_objective(args, model.to(device), data, batches, device)
         extra["probe_top1"] = probe_top1
     record = measure_landscape(closures, blocks, module, args.top_k, args.trace_samples, args.density_probes,
                                args.lanczos_steps, args.tol, args.by_block, args.seed)
+    if args.fisher:
+        record.update(measure_fisher(fisher[0], [p for group in blocks.values() for p in group], module, args.top_k,
+                                     args.trace_samples, args.density_probes, args.lanczos_steps, args.tol,
+                                     args.seed, per_example=fisher[1]))
     from sslkit.checkpoints import file_digest
 
     is_file = Path(args.ckpt_path).is_file()
@@ -141,6 +155,11 @@ def run(parsed) -> None:
           f"{record['trace']:.4g} +- {record['trace_stderr']:.2g}; {record['seconds']:.1f} s")
     for name, block in record.get("by_block", {}).items():
         print(f"  {name:>18}: top {block['top_eigenvalue']:10.4g}   trace {block['trace']:10.4g}")
+    for key, name in (("fisher", "true Fisher"), ("empirical_fisher", "empirical Fisher")):
+        if key in record:
+            top = ", ".join(f"{v:.4g}" for v in record[key]["top_eigenvalues"])
+            print(f"  {name}: top eigenvalues {top}; trace {record[key]['trace']:.4g} "
+                  f"+- {record[key]['trace_stderr']:.2g}")
     print(f"sslkit landscape: wrote {out / 'landscape.json'} and {out / 'landscape.png'}")
 
 

@@ -1,4 +1,7 @@
-"""Hessian- and Fisher-vector products of a loss given as closures, never forming the matrix.
+"""Hessian- and Fisher-vector products of a loss given as closures, never forming the matrix:
+``HessianProducts``; ``FisherProducts``, the true Fisher of a softmax over logits (the
+model's own distribution, no labels); ``EmpiricalFisherProducts``, ``G^T G / N`` of the
+per-example gradients of a loss separable over examples (``PerExample``).
 
 A product is the mean over the closures (one per batch, as PyHessian's ``dataloader_hv_product``
 does over a data set; Yao et al. 2020) and, under ``torch.distributed``, over the ranks. Two
@@ -38,7 +41,7 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 import torch.nn as nn
-from torch.func import functional_call, grad, jvp, vmap
+from torch.func import functional_call, grad, grad_and_value, jvp, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from sslkit.nn.distributed import all_reduce_sum, world_size
@@ -133,6 +136,8 @@ class Products:
     """``V [P, n] -> mean over closures and ranks of A_b V``: the base of the operators below. Use it
     as a context manager: entry state is recorded on construction and restored on exit."""
 
+    minus_inf_allowed = False  # an output entry of -inf is allowed (a logit: probability 0)
+
     def __init__(self, closures: Closures, params: Sequence[torch.Tensor], model: Modules = None) -> None:
         self.closures = [closures] if callable(closures) else list(closures)
         if not self.closures:
@@ -167,11 +172,14 @@ class Products:
         if not out.requires_grad:
             raise ValueError(f"{name}'s output does not depend on params through autograd "
                              f"(computed under torch.no_grad, or detached?)")
-        finite = bool(torch.isfinite(out).all())
+        ok = torch.isfinite(out.detach())
+        if self.minus_inf_allowed:
+            ok |= out.detach() == float("-inf")
+        finite = bool(ok.all())
         if all_reduce_sum(torch.tensor([0.0 if finite else 1.0], device=out.device)).item():
             if finite:
                 raise FloatingPointError(f"{name}'s output is not finite on another rank")
-            value = out.detach().flatten()[~torch.isfinite(out.detach().flatten())][0].item()
+            value = out.detach().flatten()[~ok.flatten()][0].item()
             raise FloatingPointError(f"{name}'s output is {value}: the curvature is undefined at this point")
         return out
 
@@ -286,12 +294,18 @@ class FisherProducts(Products):
     with ``J_x`` the Jacobian of the logits: the generalised Gauss-Newton matrix of the cross-entropy
     (Schraudolph 2002; Martens 2020, "New insights and perspectives on the natural gradient method").
     ``J v`` comes from the double-vjp trick (the vjp ``u -> J^T u`` is linear in ``u``; its vjp is ``J v``),
-    so one closure's graph serves every product."""
+    so one closure's graph serves every product. ``p`` is the model's own predictive distribution
+    ``softmax(logits)``: no labels enter (the true Fisher, not the empirical one). A logit of
+    ``-inf`` is a class of probability 0 (BG_Swaps' missing hard negative) and adds nothing."""
+
+    minus_inf_allowed = True
 
     def prepare(self, i: int):
         logits = self.output(i)
         if logits.dim() != 2:
             raise ValueError(f"logits_fn must return [batch, classes] logits, got shape {tuple(logits.shape)}")
+        if not bool(torch.isfinite(logits.detach()).any(-1).all()):
+            raise ValueError("logits_fn returned a row whose logits are all -inf (no class has any probability)")
         u = torch.zeros_like(logits, requires_grad=True)
         vjps = torch.autograd.grad(logits, self.params, u, create_graph=True, allow_unused=True)
         used = [j for j, g in enumerate(vjps) if g is not None]
@@ -304,11 +318,123 @@ class FisherProducts(Products):
             return out
         for q in range(len(V)):
             jv = torch.autograd.grad(vjps, u, [parts[j][q] for j in used], retain_graph=True)[0]
+            jv = jv.masked_fill(probs == 0, 0.0)  # a -inf logit's (or an underflowed class's) term is 0
             w = probs * (jv - (probs * jv).sum(-1, keepdim=True)) / len(logits)
             fv = torch.autograd.grad(logits, self.params, w, retain_graph=True, allow_unused=True,
                                      materialize_grads=True)
             out[q] = self.flat(fv, 1)[0]
         return out
+
+
+class PerExample:
+    """A loss that is a mean over independent examples: ``loss(*inputs)`` on the batch, and on
+    example i (every tensor of ``inputs`` cut to its row i, kept as a batch of one) the loss
+    term of that example. Called with no arguments it is the batch loss, so it is a closure of
+    every operator here. The model must treat examples independently: BatchNorm in eval mode,
+    no in-batch negatives (InfoNCE over the batch, SimCLR), no batch-level assignment
+    (SwAV's Sinkhorn codes), no random draws (dropout) -- ``EmpiricalFisherProducts`` checks that
+    the per-example losses average to the batch loss and refuses a loss that is not separable."""
+
+    def __init__(self, loss: Callable[..., torch.Tensor], *inputs: torch.Tensor) -> None:
+        if not callable(loss):
+            raise TypeError("PerExample's loss must be callable on the batch's tensors")
+        if not inputs or not all(isinstance(t, torch.Tensor) for t in inputs):
+            raise TypeError("PerExample needs the batch as one or more tensors, examples along dim 0")
+        if len({len(t) for t in inputs}) > 1:
+            raise ValueError(f"PerExample's inputs disagree on the number of examples: {[len(t) for t in inputs]}")
+        self.loss, self.inputs = loss, inputs
+
+    def __len__(self) -> int:
+        return len(self.inputs[0])
+
+    def __call__(self) -> torch.Tensor:
+        return self.loss(*self.inputs)
+
+
+class _PerExampleCall(nn.Module):
+    def __init__(self, module: nn.Module, loss: Callable[..., torch.Tensor]) -> None:
+        super().__init__()
+        self.module, self.loss = module, loss
+
+    def forward(self, *example: torch.Tensor) -> torch.Tensor:
+        return self.loss(*(t[None] for t in example)).reshape(())
+
+
+class EmpiricalFisherProducts(Products):
+    """``v -> F_emp v`` for the empirical Fisher ``F_emp = (1/N) sum_i g_i g_i^T`` of a loss separable
+    over examples (``PerExample``; one per batch, products averaged over batches and ranks), ``g_i``
+    the gradient of example i's loss term at its observed label. The per-example gradients come
+    from ``torch.func.vmap`` of ``torch.func.grad`` of the loss under ``functional_call`` of
+    ``model``, once, as the N x n matrix G of each batch; a product is ``G^T (G v) / N``, the n x n
+    matrix never formed (memory: N x n entries per batch, so for small N). ``trace()`` is exact,
+    ``||G||_F^2 / N`` averaged over batches.
+
+    Unlike the true Fisher (``FisherProducts``) it uses the observed labels, not samples of the
+    model's distribution: the two differ away from a perfect fit (Kunstner, Balles & Hennig 2019,
+    "Limitations of the empirical Fisher approximation")."""
+
+    def __init__(self, losses: PerExample | Sequence[PerExample], params: Sequence[torch.Tensor],
+                 model: Modules = None, rtol: float = 1e-4) -> None:
+        super().__init__(losses, params, model)
+        if not all(isinstance(c, PerExample) for c in self.closures):
+            raise TypeError("the empirical Fisher needs PerExample losses (a loss and the batch it is "
+                            "taken over, examples along dim 0), one per batch")
+        if self.module is None:
+            raise ValueError("the empirical Fisher needs model=: the module(s) the loss runs, whose parameters "
+                             "params are (per-example gradients go through torch.func.functional_call)")
+        names = {id(p): f"module.{name}" for name, p in self.module.named_parameters()}
+        missing = [i for i, p in enumerate(self.params) if id(p) not in names]
+        if missing:
+            raise ValueError(f"params{missing} are not parameters of model: per-example gradients "
+                             f"substitute them through torch.func.functional_call")
+        self.names = [names[id(p)] for p in self.params]
+        self.rtol = rtol
+        self.matrices: dict[int, torch.Tensor] = {}
+        self.keep = False
+
+    def per_example_gradients(self, i: int) -> torch.Tensor:
+        """G of batch ``i``, ``[N, n]`` (rows: the examples' gradients, params concatenated)."""
+        if i in self.matrices:
+            return self.matrices[i]
+        closure = self.closures[i]
+        call = _PerExampleCall(self.module, closure.loss)
+        primals = {name: p.detach() for name, p in zip(self.names, self.params)}
+
+        def loss(values: dict[str, torch.Tensor], *example: torch.Tensor) -> torch.Tensor:
+            return functional_call(call, values, example)
+
+        self.isolation.reset()
+        whole = self.loss(i).detach()
+        self.isolation.reset()
+        with batchnorm_batch_statistics(self.module):
+            per_grad, per_loss = vmap(grad_and_value(loss),
+                                      in_dims=(None,) + (0,) * len(closure.inputs),
+                                      randomness="different")(primals, *closure.inputs)
+        name = f"loss_fn[{i}]" if len(self.closures) > 1 else "loss_fn"
+        mean = per_loss.detach().double().mean()
+        if not torch.isclose(mean, whole.double(), rtol=self.rtol, atol=self.rtol * 1e-3):
+            raise ValueError(f"{name} is not separable over examples: its per-example losses average to "
+                             f"{float(mean):.6g}, the batch loss is {float(whole):.6g} (train-mode BatchNorm, "
+                             f"in-batch negatives, a batch-level assignment or random draws couple the examples; "
+                             f"the empirical Fisher of independent examples does not apply)")
+        G = self.flat([per_grad[name].detach() for name in self.names], len(closure))
+        if not torch.isfinite(G).all():
+            raise FloatingPointError(f"{name}: a per-example gradient is not finite")
+        self.matrices[i] = G
+        return G
+
+    def prepare(self, i: int):
+        return self.per_example_gradients(i)
+
+    def apply(self, i: int, state, V: torch.Tensor) -> torch.Tensor:
+        G = state
+        return (V @ G.T) @ G / len(G)
+
+    def trace(self) -> float:
+        """``tr F_emp`` exactly: the mean over batches (and ranks) of ``||G||_F^2 / N``."""
+        total = sum(self.per_example_gradients(i).double().pow(2).sum() / len(self.closures[i])
+                    for i in range(len(self.closures)))
+        return float(mean_over_ranks(total.reshape(1) / len(self.closures))[0])
 
 
 def hessian_vector_product(

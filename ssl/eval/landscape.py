@@ -10,8 +10,15 @@
   T) and weights tau_i (squared first components of its eigenvectors) with
   ``sum_i tau_i f(theta_i) = v^T f(H) v`` for every polynomial f of degree < 2m; averaged over
   probes and Gaussian-broadened they estimate the eigenvalue density.
-* ``fisher_top_eigenvalue`` and ``gradient_second_moment_top``: the Fisher information of a
-  classifier, and the second moment of mini-batch gradients.
+* ``fisher_top_eigenvalue`` / ``fisher_spectrum``: the true Fisher of a softmax over logits,
+  ``mean_x J^T (diag p - p p^T) J`` with p the model's own distribution (top eigenvalues, trace,
+  density by the same Lanczos, Hutchinson and SLQ on its products); a method's softmax (MoCo v2's
+  InfoNCE logits, SwAV's prototype scores) through ``sslkit.eval.objectives.method_logit_closures``.
+* ``empirical_fisher_top_eigenvalue`` / ``empirical_fisher_spectrum``: ``(1/N) sum_i g_i g_i^T``
+  of per-example gradients (vmap of grad) of a loss separable over examples (``PerExample``).
+* ``gradient_noise_top`` (formerly ``gradient_second_moment_top``): the top eigenvalues of the
+  second moment of B mini-batch gradients, between tr/B and tr: a squared gradient norm, no
+  Fisher spectrum.
 
 Every function takes the loss as one closure or a sequence of closures (one per batch, products
 averaged, as PyHessian does over a data set; Yao et al. 2020); under torch.distributed every product
@@ -22,18 +29,20 @@ it runs, each pass over the closures starts from the entry RNG state (see sslkit
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
-from .hvp import (HVP_METHODS, Closures, FisherProducts, HessianProducts, Modules, Products,
-                  hessian_vector_product)
+from .hvp import (HVP_METHODS, Closures, EmpiricalFisherProducts, FisherProducts, HessianProducts, Modules,
+                  PerExample, Products, hessian_vector_product)
 
 __all__ = [
-    "HVP_METHODS", "EigenResult", "SpectralDensity", "TraceEstimate", "fisher_top_eigenvalue",
-    "gradient_second_moment_top", "hessian_trace", "hessian_vector_product", "spectral_density",
-    "top_eigenvalues",
+    "HVP_METHODS", "CurvatureSpectrum", "EigenResult", "PerExample", "SpectralDensity", "TraceEstimate",
+    "empirical_fisher_spectrum", "empirical_fisher_top_eigenvalue", "fisher_spectrum", "fisher_top_eigenvalue",
+    "gradient_noise_top", "gradient_second_moment_top", "hessian_trace", "hessian_vector_product",
+    "spectral_density", "top_eigenvalues",
 ]
 
 MIN_PROBES = 10
@@ -206,16 +215,22 @@ def hessian_trace(
     time; with ``rtol``, it stops once ``stderr <= rtol |estimate|`` (after at least 10 probes)."""
     if samples < 2:
         raise ValueError(f"samples must be at least 2 for a standard error, got {samples}")
+    with HessianProducts(loss_fn, params, model, hvp) as A:
+        return _hutchinson(A, samples, rtol, probe_batch, seed)
+
+
+def _hutchinson(A: Products, samples: int, rtol: float | None, probe_batch: int, seed: int) -> TraceEstimate:
+    if samples < 2:
+        raise ValueError(f"samples must be at least 2 for a standard error, got {samples}")
     generator = torch.Generator().manual_seed(seed)
     values = torch.zeros(0, dtype=torch.float64)
-    with HessianProducts(loss_fn, params, model, hvp) as A:
-        while len(values) < samples:
-            P = min(probe_batch, samples - len(values))
-            z = torch.randint(0, 2, (P, A.n), generator=generator, dtype=A.dtype).mul_(2).sub_(1).to(A.device)
-            values = torch.cat([values, (z * A(z)).sum(1, dtype=torch.float64).cpu()])
-            stderr = float(values.std() / math.sqrt(len(values))) if len(values) > 1 else math.inf
-            if rtol is not None and len(values) >= MIN_PROBES and stderr <= rtol * abs(float(values.mean())):
-                break
+    while len(values) < samples:
+        P = min(probe_batch, samples - len(values))
+        z = torch.randint(0, 2, (P, A.n), generator=generator, dtype=A.dtype).mul_(2).sub_(1).to(A.device)
+        values = torch.cat([values, (z * A(z)).sum(1, dtype=torch.float64).cpu()])
+        stderr = float(values.std() / math.sqrt(len(values))) if len(values) > 1 else math.inf
+        if rtol is not None and len(values) >= MIN_PROBES and stderr <= rtol * abs(float(values.mean())):
+            break
     return TraceEstimate(float(values.mean()), stderr, len(values), values)
 
 
@@ -228,20 +243,26 @@ def spectral_density(
     unit (normalised Gaussian) probes, ``probe_batch`` of them side by side (memory: probe_batch *
     lanczos_steps vectors of n entries). ``grid`` is a number of points spanning the nodes or the
     points themselves; ``sigma`` defaults to 1% of the nodes' range."""
-    generator = torch.Generator().manual_seed(seed)
     with HessianProducts(loss_fn, params, model, hvp) as A:
-        steps = min(lanczos_steps, A.n)
-        nodes = torch.zeros(num_probes, steps, dtype=torch.float64)
-        weights = torch.zeros_like(nodes)
-        for first in range(0, num_probes, probe_batch):
-            P = min(probe_batch, num_probes - first)
-            lanczos = _Lanczos(A, torch.randn(P, A.n, generator=generator, dtype=A.dtype).to(A.device), steps)
-            while lanczos.active.any() and lanczos.steps < steps:
-                lanczos.step()
-            for r in range(P):
-                theta, S, _ = lanczos.ritz(r)
-                nodes[first + r, :len(theta)], weights[first + r, :len(theta)] = theta, S[0] ** 2
-        hvps = A.products
+        return _slq(A, num_probes, lanczos_steps, grid, sigma, probe_batch, seed)
+
+
+def _slq(A: Products, num_probes: int, lanczos_steps: int, grid: int | torch.Tensor, sigma: float | None,
+         probe_batch: int, seed: int) -> SpectralDensity:
+    generator = torch.Generator().manual_seed(seed)
+    steps = min(lanczos_steps, A.n)
+    nodes = torch.zeros(num_probes, steps, dtype=torch.float64)
+    weights = torch.zeros_like(nodes)
+    before = A.products
+    for first in range(0, num_probes, probe_batch):
+        P = min(probe_batch, num_probes - first)
+        lanczos = _Lanczos(A, torch.randn(P, A.n, generator=generator, dtype=A.dtype).to(A.device), steps)
+        while lanczos.active.any() and lanczos.steps < steps:
+            lanczos.step()
+        for r in range(P):
+            theta, S, _ = lanczos.ritz(r)
+            nodes[first + r, :len(theta)], weights[first + r, :len(theta)] = theta, S[0] ** 2
+    hvps = A.products - before
     used = nodes[weights > 0]
     lo, hi = float(used.min()), float(used.max())
     if sigma is None:
@@ -258,27 +279,103 @@ def spectral_density(
     return SpectralDensity(grid, density / total, nodes, weights, sigma, hvps)
 
 
+@dataclass
+class CurvatureSpectrum:
+    """One operator's ``top`` eigenvalues (Lanczos), ``trace`` (Hutchinson, or exact where
+    ``trace.samples`` is 0) and ``density`` (SLQ; ``None`` when not asked for)."""
+
+    top: EigenResult
+    trace: TraceEstimate
+    density: SpectralDensity | None
+
+    def record(self) -> dict:
+        """As plain data (JSON)."""
+        out = {"top_eigenvalues": self.top.eigenvalues.tolist(), "converged": self.top.converged,
+               "trace": self.trace.estimate, "trace_stderr": self.trace.stderr, "trace_samples": self.trace.samples}
+        if self.density is not None:
+            out["density"] = {"grid": self.density.grid.tolist(), "density": self.density.density.tolist(),
+                              "sigma": self.density.sigma}
+        return out
+
+
+def _spectrum(A: Products, k: int, tol: float, max_iter: int, trace_samples: int, density_probes: int,
+              lanczos_steps: int, grid: int | torch.Tensor, seed: int, exact_trace: float | None = None
+              ) -> CurvatureSpectrum:
+    top = _extreme(A, k, "largest", tol, max_iter, False, seed)
+    if exact_trace is not None:
+        trace = TraceEstimate(exact_trace, 0.0, 0, torch.zeros(0, dtype=torch.float64))
+    else:
+        trace = _hutchinson(A, trace_samples, None, 8, seed)
+    density = _slq(A, density_probes, lanczos_steps, grid, None, 1, seed) if density_probes > 0 else None
+    return CurvatureSpectrum(top, trace, density)
+
+
 def fisher_top_eigenvalue(
     logits_fn: Closures, params: Sequence[torch.Tensor], k: int = 1, *, tol: float = 1e-3,
     max_iter: int = 100, eigenvectors: bool = False, seed: int = 0, model: Modules = None,
 ) -> EigenResult:
-    """The k largest eigenvalues of the Fisher information of a softmax classifier,
-    ``F = E_x E_{y ~ p(y|x)}[grad log p(y|x) grad log p(y|x)^T]``, with ``logits_fn() -> [B, C]``
-    logits (the expectation over x is the mean over the batch, then over closures and ranks).
-    For softmax outputs F equals the Gauss-Newton matrix of the cross-entropy, so each product is
-    ``J^T (diag p - p p^T) J v`` (sslkit.eval.hvp.FisherProducts), by Lanczos as in top_eigenvalues."""
+    """The k largest eigenvalues of the (true) Fisher information of a softmax over ``logits_fn() -> [B, C]``,
+    ``F = E_x E_{y ~ p(y|x)}[grad log p(y|x) grad log p(y|x)^T] = mean_x J_x^T (diag p - p p^T) J_x``
+    with ``p = softmax(logits)`` the model's own predictive distribution (no labels; the mean over
+    x is over the batch's rows, then over closures and ranks). For softmax outputs F equals the
+    Gauss-Newton matrix of the cross-entropy at any target, so each product is one
+    ``J^T (diag p - p p^T) J v`` (sslkit.eval.hvp.FisherProducts), by Lanczos as in top_eigenvalues.
+    A method's own softmax: ``sslkit.eval.objectives.method_logit_closures``."""
     with FisherProducts(logits_fn, params, model) as A:
         return _extreme(A, k, "largest", tol, max_iter, eigenvectors, seed)
 
 
-def gradient_second_moment_top(
+def fisher_spectrum(
+    logits_fn: Closures, params: Sequence[torch.Tensor], k: int = 1, *, tol: float = 1e-3, max_iter: int = 100,
+    trace_samples: int = 30, density_probes: int = 4, lanczos_steps: int = 30, grid: int | torch.Tensor = 200,
+    seed: int = 0, model: Modules = None,
+) -> CurvatureSpectrum:
+    """The true Fisher of ``fisher_top_eigenvalue``: its k largest eigenvalues (Lanczos), its trace
+    (Hutchinson, ``trace_samples`` Rademacher probes) and its eigenvalue density (SLQ,
+    ``density_probes`` probes of ``lanczos_steps`` steps; 0 probes: none), on one operator (one
+    closure's graph serves every product)."""
+    with FisherProducts(logits_fn, params, model) as A:
+        return _spectrum(A, k, tol, max_iter, trace_samples, density_probes, lanczos_steps, grid, seed)
+
+
+def empirical_fisher_top_eigenvalue(
+    losses: PerExample | Sequence[PerExample], params: Sequence[torch.Tensor], k: int = 1, *,
+    tol: float = 1e-3, max_iter: int = 100, eigenvectors: bool = False, seed: int = 0, model: Modules = None,
+) -> EigenResult:
+    """The k largest eigenvalues of the empirical Fisher ``(1/N) sum_i g_i g_i^T`` of per-example
+    gradients at the observed labels (``PerExample`` losses, one per batch; sslkit.eval.hvp.
+    EmpiricalFisherProducts: vmap of grad under functional_call of ``model``, products
+    ``G^T (G v) / N``), by Lanczos. Its rank is at most the number of examples. Only for a loss
+    separable over examples (a probe's cross-entropy with the backbone in eval mode); a
+    batch-coupled loss (InfoNCE over the batch, SwAV's codes, train-mode BatchNorm) is refused."""
+    with EmpiricalFisherProducts(losses, params, model) as A:
+        return _extreme(A, k, "largest", tol, max_iter, eigenvectors, seed)
+
+
+def empirical_fisher_spectrum(
+    losses: PerExample | Sequence[PerExample], params: Sequence[torch.Tensor], k: int = 1, *, tol: float = 1e-3,
+    max_iter: int = 100, density_probes: int = 4, lanczos_steps: int = 30, grid: int | torch.Tensor = 200,
+    seed: int = 0, model: Modules = None,
+) -> CurvatureSpectrum:
+    """The empirical Fisher of ``empirical_fisher_top_eigenvalue``: top eigenvalues (Lanczos), the
+    trace exactly (``||G||_F^2 / N``; ``trace.samples`` 0) and the density (SLQ)."""
+    with EmpiricalFisherProducts(losses, params, model) as A:
+        return _spectrum(A, k, tol, max_iter, 0, density_probes, lanczos_steps, grid, seed, exact_trace=A.trace())
+
+
+def gradient_noise_top(
     loss_fns: Closures, params: Sequence[torch.Tensor], k: int = 1, *, eigenvectors: bool = False,
     model: Modules = None,
 ) -> EigenResult:
-    """The k largest eigenvalues of the mini-batch gradients' second moment
+    """The k largest eigenvalues of the uncentred second moment of B mini-batch gradients,
     ``M = (1/B) sum_b g_b g_b^T``, one gradient per closure, exactly: M's non-zero eigenvalues are those
     of the B x B Gram matrix ``G_bc = g_b . g_c / B``, and its eigenvectors ``sum_b s_b g_b``
-    normalised. Keeps the B gradients (B vectors of n entries); under DDP each is averaged over ranks."""
+    normalised. Keeps the B gradients (B vectors of n entries); under DDP each is averaged over ranks.
+
+    M has rank at most B, so its top eigenvalue lies between ``tr(M) / B`` and ``tr(M) = mean_b
+    ||g_b||^2``: with a few batches it is a mean squared gradient norm (the mean gradient's plus the
+    mini-batch noise's), not a Fisher spectrum. The Fisher: ``fisher_top_eigenvalue`` /
+    ``fisher_spectrum`` (true) and ``empirical_fisher_top_eigenvalue`` (per-example gradients)."""
     with Products(loss_fns, params, model) as A:
         if not 1 <= k <= min(len(A.closures), A.n):
             raise ValueError(f"k={k} must be between 1 and the rank bound min(batches, n) = "
@@ -292,3 +389,12 @@ def gradient_second_moment_top(
         vectors = S[:, wanted].T.to(grads) @ grads
         vectors /= vectors.norm(dim=1, keepdim=True)
     return EigenResult(values[wanted], vectors, torch.zeros(k, dtype=torch.float64), 0, True)
+
+
+def gradient_second_moment_top(*args, **kwargs) -> EigenResult:
+    """Deprecated name of ``gradient_noise_top`` (its top eigenvalue is no Fisher eigenvalue: it lies
+    between tr/B and tr of B gradients); removed in the next release."""
+    warnings.warn("gradient_second_moment_top is renamed gradient_noise_top (the top eigenvalue of B mini-batch "
+                  "gradients' second moment, between tr/B and tr; not a Fisher spectrum: see fisher_spectrum); "
+                  "the old name goes in the next release", FutureWarning, stacklevel=2)
+    return gradient_noise_top(*args, **kwargs)

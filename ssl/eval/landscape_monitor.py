@@ -3,8 +3,12 @@
 ``LandscapeMonitor`` (a Lightning callback) every ``every_n_epochs`` measures the Hessian of
 the method's own objective on fixed batches of the train split (fixed images, fixed
 augmentation draws): its top eigenvalue and Hutchinson trace, logged as ``val/hessian_top``
-and ``val/hessian_trace``, and, with ``fisher``, the top eigenvalue of the mini-batch
-gradients' second moment (``val/gradient_moment_top``; an empirical Fisher of the objective).
+and ``val/hessian_trace``, and, with ``fisher``, the true Fisher of the method's own softmax
+(``step_logits``: MoCo v2's InfoNCE logits, SwAV's prototype scores; top eigenvalue and trace,
+``val/fisher_top`` and ``val/fisher_trace``, on the same batches and draws) and the top
+eigenvalue of the second moment of ``fisher_batches`` mini-batch gradients
+(``val/gradient_noise_top``, formerly ``val/gradient_moment_top``: between tr/B and tr of B
+gradients, a squared gradient norm rather than a Fisher eigenvalue).
 The numbers go to ``landscape.json`` in the log folder at the end of fit.
 """
 from __future__ import annotations
@@ -17,14 +21,15 @@ import pytorch_lightning as pl
 from sslkit.data.contract import data_contract
 
 from .geometry import due
-from .landscape import gradient_second_moment_top, hessian_trace, top_eigenvalues
-from .objectives import method_closures, preserved, trained_blocks
+from .landscape import fisher_spectrum, gradient_noise_top, hessian_trace, top_eigenvalues
+from .objectives import method_closures, method_logit_closures, preserved, trained_blocks
 
 
 class LandscapeMonitor(pl.Callback):
     """Args: ``every_n_epochs``; ``batches`` fixed batches of the train split (the data
     module's batch size); ``trace_samples`` Hutchinson probes; ``tol`` of the top eigenvalue;
-    ``fisher``: also the gradient second moment over ``fisher_batches`` batches; ``at_start``: also
+    ``fisher``: also the true Fisher of the method's softmax (where it has ``step_logits``; the
+    same probes as the trace) and the gradient noise over ``fisher_batches`` batches; ``at_start``: also
     measure before the first step (the initialisation, epoch 0); ``seed`` of the draws and probes. Under DDP every rank measures its own batches and the products are
     averaged over ranks, so every rank logs the same numbers."""
 
@@ -60,9 +65,15 @@ class LandscapeMonitor(pl.Callback):
         values = {"val/hessian_top": float(top.eigenvalues[0]), "val/hessian_trace": trace.estimate,
                   "val/hessian_trace_stderr": trace.stderr}
         if self.fisher:
+            if callable(getattr(module, "step_logits", None)):
+                logits = method_logit_closures(module, self._batches(data, module, self.batches), self.seed)
+                fisher = fisher_spectrum(logits, params, tol=self.tol, trace_samples=max(2, self.trace_samples),
+                                         density_probes=0, model=module, seed=self.seed)
+                values.update({"val/fisher_top": float(fisher.top.eigenvalues[0]),
+                               "val/fisher_trace": fisher.trace.estimate,
+                               "val/fisher_trace_stderr": fisher.trace.stderr})
             many = method_closures(module, self._batches(data, module, self.fisher_batches), self.seed)
-            values["val/gradient_moment_top"] = float(gradient_second_moment_top(many, params, model=module)
-                                                      .eigenvalues[0])
+            values["val/gradient_noise_top"] = float(gradient_noise_top(many, params, model=module).eigenvalues[0])
         return values
 
     def on_train_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:

@@ -9,6 +9,11 @@ and the queue, like every buffer, is put back before each pass (``sslkit.eval.la
 restores the module's buffers). ``measure_landscape`` takes the top eigenvalues, the trace,
 the spectral density and, per block, trace and top eigenvalue, and leaves every parameter
 and buffer of the method as it found them (``preserved``).
+
+``method_logit_closures``: the same batches, views and buffers, each closure returning the
+logits of the method's own softmax (``step_logits``: MoCo v2, SwAV), whose true Fisher
+``measure_fisher`` takes; ``probe_per_example``: a probe's loss, separable over examples, for
+the empirical Fisher.
 """
 from __future__ import annotations
 
@@ -19,7 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .landscape import hessian_trace, spectral_density, top_eigenvalues
+from .hvp import PerExample
+from .landscape import (empirical_fisher_spectrum, fisher_spectrum, hessian_trace, spectral_density,
+                        top_eigenvalues)
 
 CONTAINERS = ("stages", "blocks", "layers", "features")  # timm and torchvision modules holding the stages
 
@@ -69,6 +76,23 @@ def method_closures(method: nn.Module, batches: Sequence[dict], seed: int = 0) -
     seeded with ``(seed, batch)``, with every buffer (the queue, BatchNorm statistics) as it is
     now: what the step enqueues never reaches the next batch's loss. Batches are prepared (on
     the method's device, decoded)."""
+    return _closures(method, batches, seed, lambda views, batch: method.step(views, labels=batch.get("label"))[0])
+
+
+def method_logit_closures(method: nn.Module, batches: Sequence[dict], seed: int = 0
+                          ) -> list[Callable[[], torch.Tensor]]:
+    """One closure per batch returning the logits ``[rows, classes]`` of the method's own softmax
+    loss (``method.step_logits``: MoCo v2's 1 + K InfoNCE logits, positive first; SwAV's prototype
+    scores over the temperature), on the same views, buffers and seeds as ``method_closures``:
+    the closures of ``sslkit.eval.landscape.fisher_spectrum``, the true Fisher of that softmax."""
+    if not callable(getattr(method, "step_logits", None)):
+        raise TypeError(f"{type(method).__name__} has no step_logits: its loss is no softmax over classes "
+                        f"(MoCo v2 and SwAV have one), so it has no true Fisher here")
+    return _closures(method, batches, seed, lambda views, batch: method.step_logits(views))
+
+
+def _closures(method: nn.Module, batches: Sequence[dict], seed: int, call: Callable
+              ) -> list[Callable[[], torch.Tensor]]:
     buffers = [(b, b.detach().clone()) for b in method.buffers()]
 
     def closure_for(index: int, batch: dict) -> Callable[[], torch.Tensor]:
@@ -82,7 +106,7 @@ def method_closures(method: nn.Module, batches: Sequence[dict], seed: int = 0) -
                 views = method.augment(batch)
             method.measuring = True  # what the method accumulates for its own logs stays out of it
             try:
-                return method.step(views, labels=batch.get("label"))[0]
+                return call(views, batch)
             finally:
                 method.measuring = False
         return closure
@@ -95,6 +119,35 @@ def probe_closures(backbone: nn.Module, head: nn.Module, batches: Sequence[torch
     """One closure per batch: the cross-entropy of a fixed linear ``head`` on the backbone's
     features of the (already viewed) images."""
     return [lambda x=x, y=y: F.cross_entropy(head(backbone(x)), y) for x, y in zip(batches, labels)]
+
+
+def probe_per_example(backbone: nn.Module, head: nn.Module, batches: Sequence[torch.Tensor],
+                      labels: Sequence[torch.Tensor]) -> list[PerExample]:
+    """``probe_closures`` as losses separable over examples (for the empirical Fisher): each
+    image's cross-entropy is its own when the backbone normalises with fixed statistics (eval
+    mode, as ``sslkit landscape --loss probe`` runs it)."""
+    def loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(head(backbone(x)), y)
+
+    return [PerExample(loss, x, y) for x, y in zip(batches, labels)]
+
+
+def measure_fisher(logit_closures: Sequence[Callable], params: Sequence[torch.Tensor], model: nn.Module,
+                   top_k: int = 3, trace_samples: int = 30, density_probes: int = 4, lanczos_steps: int = 30,
+                   tol: float = 1e-3, seed: int = 0, per_example: Sequence[PerExample] | None = None) -> dict:
+    """The true Fisher of the softmax the closures' logits define (top-``top_k`` eigenvalues,
+    Hutchinson trace, density) and, given ``per_example`` losses, the empirical Fisher of their
+    per-example gradients (top eigenvalues, exact trace, density), as plain data. Leaves every
+    parameter and buffer as it found them."""
+    with preserved(model):
+        record = {"fisher": fisher_spectrum(logit_closures, params, top_k, tol=tol, trace_samples=trace_samples,
+                                            density_probes=density_probes, lanczos_steps=lanczos_steps,
+                                            model=model, seed=seed).record()}
+        if per_example is not None:
+            record["empirical_fisher"] = empirical_fisher_spectrum(
+                per_example, params, top_k, tol=tol, density_probes=density_probes, lanczos_steps=lanczos_steps,
+                model=model, seed=seed).record()
+    return record
 
 
 @contextmanager

@@ -130,19 +130,38 @@ class MoCoV2(SSLMethod):
             return self.momentum
         return cosine_momentum(self.momentum, self.momentum_end, step, self.total_steps)
 
-    def step(self, views: list[dict], labels: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """MoCo's loss on two views, then the keys enter the queue. Returns (loss, stats)."""
+    def _logits(self, views: list[dict]):
+        """The InfoNCE logits of each term (positive first), as ``step`` computes them."""
         x1, x2 = views[0]["image"], views[1]["image"]
-        negatives, queue_labels = self.queue.keys.clone(), self.queue.labels.clone()
+        negatives = self.queue.keys.clone()
         q1, k2 = self._queries(x1), self._keys(x2)
         extra, swap_stats = self._hard_negative(q1, k2, views[1]) if "hard_negative" in views[1] else (None, {})
         logits, targets, seen = info_nce_logits(q1, k2, negatives, self.temperature, self.negatives, extra)
-        loss = F.cross_entropy(logits, targets)
+        terms, k1 = [(logits, targets)], None
         if self.symmetric:
             q2, k1 = self._queries(x2), self._keys(x1)
             negatives_2 = self.queue_2.keys.clone() if self.queue_2 is not None else negatives
             logits_2, targets_2, _ = info_nce_logits(q2, k1, negatives_2, self.temperature, self.negatives)
-            loss = 0.5 * (loss + F.cross_entropy(logits_2, targets_2))
+            terms.append((logits_2, targets_2))
+        return terms, (q1, k2, k1, seen, swap_stats)
+
+    def step_logits(self, views: list[dict]) -> torch.Tensor:
+        """The logits ``step``'s cross-entropy (target 0, the positive) is taken of, without
+        enqueueing: ``[B, 1 + K (+ 1)]`` (positive, the queue's K negatives, BG_Swaps' hard
+        negative), the two terms' rows stacked when ``symmetric`` (``-inf``-padded to one width;
+        a -inf logit has probability 0). ``step``'s loss is their mean cross-entropy at 0. For the
+        true Fisher of the InfoNCE softmax (sslkit.eval.objectives.method_logit_closures)."""
+        terms, _ = self._logits(views)
+        width = max(logits.shape[1] for logits, _ in terms)
+        return torch.cat([F.pad(logits, (0, width - logits.shape[1]), value=float("-inf")) for logits, _ in terms])
+
+    def step(self, views: list[dict], labels: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """MoCo's loss on two views, then the keys enter the queue. Returns (loss, stats)."""
+        queue_labels = self.queue.labels.clone()
+        terms, (q1, k2, k1, seen, swap_stats) = self._logits(views)
+        loss = F.cross_entropy(*terms[0])
+        if self.symmetric:
+            loss = 0.5 * (loss + F.cross_entropy(*terms[1]))
         if self.queue_2 is not None:
             self.queue.enqueue(k2, labels)
             self.queue_2.enqueue(k1, labels)

@@ -144,6 +144,18 @@ class SwAV(SSLMethod):
         rank = distributed.rank()
         return self.prototypes(queue.keys[rank * share:(rank + 1) * share])
 
+    def step_logits(self, views: list[dict]) -> torch.Tensor:
+        """The logits of the student's softmax in ``step``'s swapped prediction, ``scores / tau``
+        of every crop against the prototypes (renormalised first, as ``step`` does), the crops'
+        rows stacked: ``[crops x B, K]``. (The loss weighs a crop by the codes it predicts,
+        ``num_global - 1`` for a global crop and ``num_global`` for a local one; the rows here weigh
+        alike, so their Fisher is the loss's own Gauss-Newton matrix when there are only global
+        crops.)"""
+        if len(views) < self.num_global:
+            raise ValueError(f"SwAV needs at least {self.num_global} global crops, got {len(views)} views")
+        self.normalize_prototypes()
+        return torch.cat([self.prototypes(z) for z in self.embed(views)]) / self.temperature
+
     def step(self, views: list[dict], labels: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Swapped-prediction loss over all crops. Returns (loss, stats)."""
         if len(views) < self.num_global:
