@@ -33,7 +33,7 @@ def test_the_demo_command_in_a_fresh_process(tmp_path):
 
 @pytest.mark.parametrize("overlay, extra", [("demo_byol", []), ("demo_swav", []), ("demo_bg", MOCO), ("demo_hard", MOCO),
                                             ("demo_simclr", []), ("demo_simsiam", []), ("demo_barlow_twins", []),
-                                            ("demo_vicreg", []), ("demo_mocov3", [])])
+                                            ("demo_vicreg", []), ("demo_mocov3", []), ("demo_dino", [])])
 def test_fit_demo_overlays_end_to_end(tmp_path, capfd, monkeypatch, overlay, extra):
     shutil.copytree(os.path.join(REPO, "configs"), tmp_path / "configs")
     code, out, err = invoke(["fit", "-c", "configs/demo.yaml", "-c", f"configs/{overlay}.yaml", *FAST, *extra],
