@@ -7,7 +7,10 @@
 checkpoint of the config's method): its ``step`` on ``--batches`` fixed batches of the train
 split, each with fixed augmentation draws, BatchNorm in train mode (its running statistics
 put back after), the momentum encoders, queue and prototypes held as the checkpoint has them;
-the Hessian is that of the trained networks (backbone, projector, predictor).
+the Hessian is that of the trained networks (backbone, projector, predictor). For SwAV that
+leaves out the prototypes, and the codes (Sinkhorn-Knopp assignments, computed under no_grad as
+in the official main_swav.py) are constants of each product: the Hessian of the swapped
+prediction with prototypes and codes held fixed, part of the objective.
 With ``--fisher``, also the true Fisher of the method's own softmax (MoCo v2's 1 + K InfoNCE
 logits, SwAV's prototype scores: ``mean_x J^T (diag p - p p^T) J`` with p the model's own
 distribution): top eigenvalues, Hutchinson trace, density.
@@ -17,23 +20,35 @@ features (any format ``load_backbone`` reads), as a function of the backbone's p
 per-example gradients (the backbone in eval mode, so examples are independent).
 Products are averaged over the batches (PyHessian's data-set Hessian, Yao et al. 2020).
 
-Writes ``landscape.json`` (top eigenvalues, most negative eigenvalue, trace and its standard
-error, spectral density, and per block trace and top eigenvalue; the loss measured, and the
-checkpoint's resolved path and SHA-256) and ``landscape.png`` (density; eigenvalues and
-traces by block); beside the checkpoint too, where ``sslkit report`` finds it and attaches it
-to that checkpoint only (same SHA-256).
+Beside every Hessian figure: the weight norms (all measured parameters, and per block), and
+the adaptive Hessian ``T H T``, ``T = diag(|w|)`` (adaptive sharpness, Kwon et al. 2021): its
+top eigenvalues and trace, which rescaling a weight that feeds a BatchNorm cannot change,
+where H's divide by the scale squared. A checkpoint whose measured BatchNorms have gamma
+exactly 0 (timm's zero-initialised residual BatchNorms, at initialisation) is a point where the
+loss is not twice differentiable: it warns, naming the layers (``twice_differentiable: false``,
+``nondifferentiable_at`` in the json); measure after the first optimiser step.
+
+Writes ``landscape.json`` (top eigenvalues with their residuals and ``converged``, the most
+negative eigenvalue and whether it converged, trace with its standard error over probes and,
+with several batches, each batch's trace and the standard error over batches, spectral density,
+weight norms, the adaptive Hessian's top eigenvalues and trace, and per block weight norm,
+trace and top eigenvalue; the loss measured, and the checkpoint's resolved path and SHA-256)
+and ``landscape.png`` (density; eigenvalues and traces by block); beside the checkpoint too,
+where ``sslkit report`` finds it and attaches it to that checkpoint only (same SHA-256).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import time
+import warnings
 from pathlib import Path
 
 import torch
 
 from sslkit.eval.objectives import (backbone_blocks, measure_fisher, measure_landscape, method_closures,
-                                    method_logit_closures, probe_closures, probe_per_example, trained_blocks)
+                                    method_logit_closures, not_twice_differentiable_warning, probe_closures,
+                                    probe_per_example, trained_blocks)
 from sslkit.eval.plots import plot_landscape
 
 from .common import add_config_arguments, checkpoint_backbone, from_config, prepared_data, renamed, resolve_device
@@ -132,6 +147,9 @@ def run(parsed) -> None:
         extra["probe_top1"] = probe_top1
     record = measure_landscape(closures, blocks, module, args.top_k, args.trace_samples, args.density_probes,
                                args.lanczos_steps, args.tol, args.by_block, args.seed)
+    if not record["twice_differentiable"]:
+        warnings.warn(f"sslkit landscape: {not_twice_differentiable_warning(record['nondifferentiable_at'])}",
+                      stacklevel=2)
     if args.fisher:
         record.update(measure_fisher(fisher[0], [p for group in blocks.values() for p in group], module, args.top_k,
                                      args.trace_samples, args.density_probes, args.lanczos_steps, args.tol,
@@ -150,11 +168,22 @@ def run(parsed) -> None:
     if beside != out / "landscape.json" and Path(args.ckpt_path).is_file():
         beside.write_text(json.dumps(record, indent=2))
     top = ", ".join(f"{v:.4g}" for v in record["top_eigenvalues"])
+    batch_error = (f" (+- {record['trace_batch_stderr']:.2g} over batches)"
+                   if record.get("trace_batch_stderr") is not None else "")
+    unconverged = "" if record["converged"] and record["most_negative_converged"] else " (not all converged)"
     print(f"sslkit landscape ({args.loss}, {record['parameters']:,} parameters, {len(batches)} batches): top "
-          f"eigenvalues {top}; most negative {record['most_negative_eigenvalue']:.4g}; trace "
-          f"{record['trace']:.4g} +- {record['trace_stderr']:.2g}; {record['seconds']:.1f} s")
+          f"eigenvalues {top}; most negative {record['most_negative_eigenvalue']:.4g}{unconverged}; trace "
+          f"{record['trace']:.4g} +- {record['trace_stderr']:.2g}{batch_error}; weight norm "
+          f"{record['weight_norm']:.4g}; {record['seconds']:.1f} s")
+    if "adaptive_top_eigenvalues" in record:
+        adaptive = ", ".join(f"{v:.4g}" for v in record["adaptive_top_eigenvalues"])
+        print(f"  adaptive Hessian T H T, T = diag(|w|): top eigenvalues {adaptive}; trace "
+              f"{record['adaptive_trace']:.4g} +- {record['adaptive_trace_stderr']:.2g}")
+    if not record["twice_differentiable"]:
+        print(f"  not twice differentiable here: gamma = 0 in {', '.join(record['nondifferentiable_at'])}")
     for name, block in record.get("by_block", {}).items():
-        print(f"  {name:>18}: top {block['top_eigenvalue']:10.4g}   trace {block['trace']:10.4g}")
+        print(f"  {name:>18}: top {block['top_eigenvalue']:10.4g}   trace {block['trace']:10.4g}   "
+              f"weight norm {block['weight_norm']:10.4g}")
     for key, name in (("fisher", "true Fisher"), ("empirical_fisher", "empirical Fisher")):
         if key in record:
             top = ", ".join(f"{v:.4g}" for v in record[key]["top_eigenvalues"])

@@ -1,5 +1,7 @@
 """Hessian- and Fisher-vector products of a loss given as closures, never forming the matrix:
-``HessianProducts``; ``FisherProducts``, the true Fisher of a softmax over logits (the
+``HessianProducts``; ``AdaptiveHessianProducts``, ``T H T`` with ``T = diag(|w|)`` (adaptive
+sharpness, Kwon et al. 2021: BatchNorm's rescaling of the weight feeding it cannot change it);
+``FisherProducts``, the true Fisher of a softmax over logits (the
 model's own distribution, no labels); ``EmpiricalFisherProducts``, ``G^T G / N`` of the
 per-example gradients of a loss separable over examples (``PerExample``).
 
@@ -208,22 +210,39 @@ class Products:
         raise NotImplementedError
 
     def __call__(self, V: torch.Tensor) -> torch.Tensor:
+        return self._products(V, False)[0]
+
+    def quadratic_forms(self, V: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(A V, Q)``: the products as a call gives them (``[P, n]``) and, from the same pass,
+        each closure's quadratic forms ``Q[b, q] = V_q . A_b V_q`` (``[closures, P]``, float64 on
+        the CPU, each averaged over ranks): a Hutchinson probe's value batch by batch, so the
+        spread over batches costs no extra product (``Q.mean(0)`` is the usual ``V_q . A V_q``)."""
+        total, forms = self._products(V, True)
+        return total.reshape(-1, self.n), forms
+
+    def _products(self, V: torch.Tensor, forms: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         single = V.dim() == 1
         V = V.reshape(-1, self.n).to(self.device, self.dtype)
         if self.kept is None:
             self.isolation.reset()
         total = torch.zeros_like(V)
+        quadratic = torch.zeros(len(self.closures), len(V), dtype=torch.float64, device=self.device) if forms else None
         for i in range(len(self.closures)):
             state = self.kept if self.kept is not None else self.prepare(i)
             if self.keep:
                 self.kept = state
-            total += self.apply(i, state, V)
+            out = self.apply(i, state, V)
+            total += out
+            if forms:
+                quadratic[i] = (V * out).sum(1, dtype=torch.float64)
         total = mean_over_ranks(total / len(self.closures))
+        if forms:
+            quadratic = mean_over_ranks(quadratic).cpu()
         if not torch.isfinite(total).all():
             raise FloatingPointError("a curvature-vector product is not finite (the loss is finite): "
                                      "the loss is not twice differentiable here, or overflows")
         self.products += len(V)
-        return total[0] if single else total
+        return (total[0] if single else total), quadratic
 
 
 class HessianProducts(Products):
@@ -287,6 +306,36 @@ class HessianProducts(Products):
             else:
                 out = vmap(hvp, randomness="same")(tangents)
         return self.flat([out[name] for name in self.names], P).detach()
+
+
+class AdaptiveHessianProducts(HessianProducts):
+    """``v -> T H T v`` with ``T = diag(|w| + eta)``: the Hessian in the elementwise-normalised
+    parameterisation of adaptive sharpness (Kwon, Kim, Park & Choi 2021, "ASAM: Adaptive
+    sharpness-aware minimization for scale-invariant learning of deep neural networks", ICML;
+    their normalisation operator ``T_w``, here with ``eta = 0`` by default), taken at the
+    parameters' values on construction.
+
+    Why BatchNorm cannot change it. Let a weight w feed a BatchNorm that normalises by batch
+    statistics (train mode), and S = diag(s) scale output channel k's entries of w by ``c > 0`` (s
+    = c there, 1 elsewhere). The loss is unchanged, ``L(S w) = L(w)`` for every w; differentiating
+    twice, ``S H(S w) S = H(w)``, so at ``w' = S w`` the Hessian is ``H' = S^-1 H S^-1`` (c = 2 on
+    every channel: the block's eigenvalues and trace divide by 4). The normalisation scales the
+    other way, ``T' = diag(|S w|) = S T``, and diagonal matrices commute, so
+    ``T' H' T' = S T S^-1 H S^-1 S T = T H T``: every eigenvalue, and the trace, of T H T are
+    unchanged, exactly (with ``eta = 0``; ``eta > 0`` keeps bias-like entries near zero from
+    vanishing but breaks the identity by ``O(eta / |w|)``). An entry with ``w_i = 0`` (a zero-
+    initialised gamma) drops out of T H T; its curvature is not measured."""
+
+    def __init__(self, loss_fn: Closures, params: Sequence[torch.Tensor], model: Modules = None,
+                 hvp: str = "double-backward", eta: float = 0.0) -> None:
+        super().__init__(loss_fn, params, model, hvp)
+        if not eta >= 0:
+            raise ValueError(f"eta must be non-negative, got {eta}")
+        self.eta = eta
+        self.scale = torch.cat([p.detach().abs().reshape(-1) for p in self.params]) + eta
+
+    def apply(self, i: int, state, V: torch.Tensor) -> torch.Tensor:
+        return self.scale * super().apply(i, state, V * self.scale)
 
 
 class FisherProducts(Products):

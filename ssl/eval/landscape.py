@@ -5,6 +5,10 @@
   every wanted Ritz pair (theta, y) has ``||H y - theta y|| <= tol |theta|``, which puts an
   eigenvalue of H within ``tol |theta|`` of theta.
 * ``hessian_trace``: Hutchinson (1989), ``tr H = E[z^T H z]`` over Rademacher z.
+* ``adaptive_top_eigenvalues`` / ``adaptive_hessian_trace``: the same for ``T H T`` with
+  ``T = diag(|w|)``, the Hessian in the elementwise-normalised parameterisation of adaptive
+  sharpness (Kwon et al. 2021, ASAM): rescaling a weight that feeds a BatchNorm divides H's
+  eigenvalues but leaves these unchanged (sslkit.eval.hvp.AdaptiveHessianProducts derives it).
 * ``spectral_density``: stochastic Lanczos quadrature (Golub & Meurant 1994; Ghorbani, Krishnan &
   Xiao 2019). m Lanczos steps from a unit probe v give nodes theta_i (eigenvalues of the tridiagonal
   T) and weights tau_i (squared first components of its eigenvectors) with
@@ -35,12 +39,13 @@ from dataclasses import dataclass
 
 import torch
 
-from .hvp import (HVP_METHODS, Closures, EmpiricalFisherProducts, FisherProducts, HessianProducts, Modules,
-                  PerExample, Products, hessian_vector_product)
+from .hvp import (HVP_METHODS, AdaptiveHessianProducts, Closures, EmpiricalFisherProducts, FisherProducts,
+                  HessianProducts, Modules, PerExample, Products, hessian_vector_product)
 
 __all__ = [
     "HVP_METHODS", "CurvatureSpectrum", "EigenResult", "PerExample", "SpectralDensity", "TraceEstimate",
-    "empirical_fisher_spectrum", "empirical_fisher_top_eigenvalue", "fisher_spectrum", "fisher_top_eigenvalue",
+    "adaptive_hessian_trace", "adaptive_top_eigenvalues", "empirical_fisher_spectrum",
+    "empirical_fisher_top_eigenvalue", "fisher_spectrum", "fisher_top_eigenvalue",
     "gradient_noise_top", "gradient_second_moment_top", "hessian_trace", "hessian_vector_product",
     "spectral_density", "top_eigenvalues",
 ]
@@ -64,13 +69,35 @@ class EigenResult:
 
 @dataclass
 class TraceEstimate:
-    """Hutchinson's estimate of tr(H) with its standard error (std of the per-probe ``values``
-    over sqrt(samples)); unpacks as ``(estimate, stderr)``."""
+    """Hutchinson's estimate of tr(H) with its standard error over probes (std of the per-probe
+    ``values`` over sqrt(samples)); unpacks as ``(estimate, stderr)``. ``batch_values``
+    ``[batches, samples]``: the same probes' values on each closure's Hessian alone (``values`` is
+    their mean over batches); ``by_batch`` each batch's trace estimate and ``batch_stderr`` the
+    standard error over batches, ``std(by_batch) / sqrt(batches)`` (``None`` with one batch): how
+    much the figure would move with other batches (the probes' noise is in it too)."""
 
     estimate: float
     stderr: float
     samples: int
     values: torch.Tensor
+    batch_values: torch.Tensor | None = None
+
+    @property
+    def by_batch(self) -> torch.Tensor | None:
+        return None if self.batch_values is None else self.batch_values.mean(1)
+
+    @property
+    def batch_stderr(self) -> float | None:
+        if self.batch_values is None or len(self.batch_values) < 2:
+            return None
+        return float(self.by_batch.std() / math.sqrt(len(self.batch_values)))
+
+    def record(self, prefix: str = "trace") -> dict:
+        """As plain data: ``{prefix, prefix_stderr, prefix_samples, prefix_by_batch, prefix_batch_stderr}``."""
+        by_batch = self.by_batch
+        return {prefix: self.estimate, f"{prefix}_stderr": self.stderr, f"{prefix}_samples": self.samples,
+                f"{prefix}_by_batch": None if by_batch is None else by_batch.tolist(),
+                f"{prefix}_batch_stderr": self.batch_stderr}
 
     def __iter__(self):
         return iter((self.estimate, self.stderr))
@@ -212,10 +239,40 @@ def hessian_trace(
     probe_batch: int = 8, seed: int = 0, model: Modules = None, hvp: str = "double-backward",
 ) -> TraceEstimate:
     """Hutchinson's trace estimate from up to ``samples`` Rademacher probes, ``probe_batch`` at a
-    time; with ``rtol``, it stops once ``stderr <= rtol |estimate|`` (after at least 10 probes)."""
+    time; with ``rtol``, it stops once ``stderr <= rtol |estimate|`` (after at least 10 probes).
+    With several closures the same probes also give each batch's trace (``by_batch``,
+    ``batch_stderr``)."""
     if samples < 2:
         raise ValueError(f"samples must be at least 2 for a standard error, got {samples}")
     with HessianProducts(loss_fn, params, model, hvp) as A:
+        return _hutchinson(A, samples, rtol, probe_batch, seed)
+
+
+def adaptive_top_eigenvalues(
+    loss_fn: Closures, params: Sequence[torch.Tensor], k: int = 1, *, which: str = "largest", eta: float = 0.0,
+    tol: float = 1e-3, max_iter: int = 100, eigenvectors: bool = False, seed: int = 0,
+    model: Modules = None, hvp: str = "double-backward",
+) -> EigenResult:
+    """The k largest (or most negative) eigenvalues of ``T H T``, ``T = diag(|w| + eta)`` at the
+    current ``params``: the Hessian in the elementwise-normalised coordinates of adaptive
+    sharpness (Kwon et al. 2021, "ASAM", ICML; ``eta = 0`` by default). Rescaling a weight that
+    feeds a train-mode BatchNorm, by channel or as a whole, leaves them unchanged where H's
+    change (sslkit.eval.hvp.AdaptiveHessianProducts); an eigenvector is in the normalised
+    coordinates (``T^-1`` maps it back to a direction in w). Otherwise as ``top_eigenvalues``."""
+    with AdaptiveHessianProducts(loss_fn, params, model, hvp, eta) as A:
+        return _extreme(A, k, which, tol, max_iter, eigenvectors, seed)
+
+
+def adaptive_hessian_trace(
+    loss_fn: Closures, params: Sequence[torch.Tensor], samples: int = 100, *, eta: float = 0.0,
+    rtol: float | None = None, probe_batch: int = 8, seed: int = 0, model: Modules = None,
+    hvp: str = "double-backward",
+) -> TraceEstimate:
+    """Hutchinson's estimate of ``tr(T H T) = sum_i (|w_i| + eta)^2 H_ii`` (Kwon et al. 2021;
+    invariant to BatchNorm's rescaling of the weight feeding it), as ``hessian_trace``."""
+    if samples < 2:
+        raise ValueError(f"samples must be at least 2 for a standard error, got {samples}")
+    with AdaptiveHessianProducts(loss_fn, params, model, hvp, eta) as A:
         return _hutchinson(A, samples, rtol, probe_batch, seed)
 
 
@@ -223,15 +280,16 @@ def _hutchinson(A: Products, samples: int, rtol: float | None, probe_batch: int,
     if samples < 2:
         raise ValueError(f"samples must be at least 2 for a standard error, got {samples}")
     generator = torch.Generator().manual_seed(seed)
-    values = torch.zeros(0, dtype=torch.float64)
-    while len(values) < samples:
-        P = min(probe_batch, samples - len(values))
+    batch_values = torch.zeros(len(A.closures), 0, dtype=torch.float64)
+    while batch_values.shape[1] < samples:
+        P = min(probe_batch, samples - batch_values.shape[1])
         z = torch.randint(0, 2, (P, A.n), generator=generator, dtype=A.dtype).mul_(2).sub_(1).to(A.device)
-        values = torch.cat([values, (z * A(z)).sum(1, dtype=torch.float64).cpu()])
+        batch_values = torch.cat([batch_values, A.quadratic_forms(z)[1]], 1)
+        values = batch_values.mean(0)
         stderr = float(values.std() / math.sqrt(len(values))) if len(values) > 1 else math.inf
         if rtol is not None and len(values) >= MIN_PROBES and stderr <= rtol * abs(float(values.mean())):
             break
-    return TraceEstimate(float(values.mean()), stderr, len(values), values)
+    return TraceEstimate(float(values.mean()), stderr, len(values), values, batch_values)
 
 
 def spectral_density(
@@ -291,7 +349,7 @@ class CurvatureSpectrum:
     def record(self) -> dict:
         """As plain data (JSON)."""
         out = {"top_eigenvalues": self.top.eigenvalues.tolist(), "converged": self.top.converged,
-               "trace": self.trace.estimate, "trace_stderr": self.trace.stderr, "trace_samples": self.trace.samples}
+               "top_residuals": self.top.residuals.tolist(), **self.trace.record()}
         if self.density is not None:
             out["density"] = {"grid": self.density.grid.tolist(), "density": self.density.density.tolist(),
                               "sigma": self.density.sigma}

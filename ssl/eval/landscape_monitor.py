@@ -3,7 +3,16 @@
 ``LandscapeMonitor`` (a Lightning callback) every ``every_n_epochs`` measures the Hessian of
 the method's own objective on fixed batches of the train split (fixed images, fixed
 augmentation draws): its top eigenvalue and Hutchinson trace, logged as ``val/hessian_top``
-and ``val/hessian_trace``, and, with ``fisher``, the true Fisher of the method's own softmax
+and ``val/hessian_trace`` (standard error over probes ``val/hessian_trace_stderr`` and, with
+several batches, over batches ``val/hessian_trace_batch_stderr``); beside them the norm of the
+measured weights, ``val/weight_norm``, and, with ``adaptive``, the top eigenvalue and trace of
+the adaptive Hessian ``T H T``, ``T = diag(|w|)`` (Kwon et al. 2021), which BatchNorm's
+rescaling of the weight feeding it cannot change (``val/adaptive_hessian_top``,
+``val/adaptive_hessian_trace``): with weight decay shrinking BN-fed weights, H's eigenvalues
+grow as ``1 / ||w||^2`` on a flat loss, so a trend in H alone may only track the weight norm.
+A measurement where a measured BatchNorm has gamma exactly 0 (timm's zero-initialised residual
+BatchNorms, at the start) warns: the loss is not twice differentiable there.
+With ``fisher``, the true Fisher of the method's own softmax
 (``step_logits``: MoCo v2's InfoNCE logits, SwAV's prototype scores; top eigenvalue and trace,
 ``val/fisher_top`` and ``val/fisher_trace``, on the same batches and draws) and the top
 eigenvalue of the second moment of ``fisher_batches`` mini-batch gradients
@@ -14,15 +23,36 @@ The numbers go to ``landscape.json`` in the log folder at the end of fit.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytorch_lightning as pl
+from pytorch_lightning.utilities import rank_zero_warn
 
 from sslkit.data.contract import data_contract
 
 from .geometry import due
-from .landscape import fisher_spectrum, gradient_noise_top, hessian_trace, top_eigenvalues
-from .objectives import method_closures, method_logit_closures, preserved, trained_blocks
+from sslkit.nn import distributed
+
+from .landscape import (adaptive_hessian_trace, adaptive_top_eigenvalues, fisher_spectrum, gradient_noise_top,
+                        hessian_trace, top_eigenvalues)
+from .objectives import (method_closures, method_logit_closures, not_twice_differentiable_warning, preserved,
+                         trained_blocks, weight_norm, zero_gamma_batchnorms)
+
+
+def rank_share(items: Iterable, count: int, rank: int, world: int) -> list:
+    """This rank's share of the first ``count * world`` items: items ``rank, rank + world, ...``,
+    so ranks take disjoint items, and the same number of them, ``min(count, available // world)``
+    (every rank reads the same items in the same order, so all agree on it: a product averaged
+    over ranks needs as many closures on each)."""
+    if not 0 <= rank < world:
+        raise ValueError(f"rank {rank} is not in [0, {world})")
+    first = []
+    for item in items:
+        first.append(item)
+        if len(first) == count * world:
+            break
+    return first[rank::world][:len(first) // world]
 
 
 class LandscapeMonitor(pl.Callback):
@@ -30,25 +60,34 @@ class LandscapeMonitor(pl.Callback):
     module's batch size); ``trace_samples`` Hutchinson probes; ``tol`` of the top eigenvalue;
     ``fisher``: also the true Fisher of the method's softmax (where it has ``step_logits``; the
     same probes as the trace) and the gradient noise over ``fisher_batches`` batches; ``at_start``: also
-    measure before the first step (the initialisation, epoch 0); ``seed`` of the draws and probes. Under DDP every rank measures its own batches and the products are
-    averaged over ranks, so every rank logs the same numbers."""
+    measure before the first step (the initialisation, epoch 0: timm's zero-gamma residual
+    BatchNorms make it a point where the loss is not twice differentiable, which warns);
+    ``adaptive``: also the adaptive Hessian (``val/adaptive_hessian_top``/``_trace``); ``seed`` of
+    the draws and probes. Under DDP each rank measures its own share of the train split's
+    batches (``rank_share``: batches ``rank, rank + world, ...`` of the evaluation loader, which
+    has no distributed sampler), ``batches`` per rank, and the products are averaged over ranks:
+    the figures are those of ``batches x world`` batches, and every rank logs the same numbers."""
 
     def __init__(self, every_n_epochs: int = 5, batches: int = 1, trace_samples: int = 20, tol: float = 1e-2,
-                 fisher: bool = False, fisher_batches: int = 8, at_start: bool = False, seed: int = 0) -> None:
+                 fisher: bool = False, fisher_batches: int = 8, at_start: bool = False, seed: int = 0,
+                 adaptive: bool = True) -> None:
         if every_n_epochs < 1 or batches < 1:
             raise ValueError("every_n_epochs and batches must be at least 1")
         self.every_n_epochs, self.batches, self.trace_samples, self.tol = every_n_epochs, batches, trace_samples, tol
         self.fisher, self.fisher_batches, self.at_start, self.seed = fisher, fisher_batches, at_start, seed
+        self.adaptive = adaptive
         self.history: list[dict] = []
+        self.nondifferentiable_at: list[str] = []
 
-    def _batches(self, data, module: pl.LightningModule, count: int) -> list[dict]:
-        out = []
-        for batch in data.eval_loader(data.eval_split("train")):
-            batch = data.prepare(batch, module.device)
-            if "image" in batch:
-                out.append(batch)
-            if len(out) == count:
-                break
+    def _batches(self, data, module: pl.LightningModule, count: int, rank: int | None = None,
+                 world: int | None = None) -> list[dict]:
+        """This rank's ``count`` fixed batches of the train split (``rank_share``), prepared."""
+        rank = distributed.rank() if rank is None else rank
+        world = distributed.world_size() if world is None else world
+        images = (batch for batch in data.eval_loader(data.eval_split("train")) if "image" in batch)
+        out = [data.prepare(batch, module.device) for batch in rank_share(images, count, rank, world)]
+        if not out:
+            raise ValueError(f"the train split has fewer batches than the {world} ranks measuring it")
         return out
 
     def measure(self, trainer: pl.Trainer, module: pl.LightningModule) -> dict[str, float]:
@@ -59,11 +98,24 @@ class LandscapeMonitor(pl.Callback):
         data = data_contract(trainer.datamodule)
         blocks = trained_blocks(module)
         params = [p for group in blocks.values() for p in group]
+        self.nondifferentiable_at = zero_gamma_batchnorms(module, params)
+        if self.nondifferentiable_at:
+            rank_zero_warn(f"LandscapeMonitor at step {trainer.global_step}: "
+                           + not_twice_differentiable_warning(self.nondifferentiable_at))
         closures = method_closures(module, self._batches(data, module, self.batches), self.seed)
         top = top_eigenvalues(closures, params, k=1, tol=self.tol, model=module, seed=self.seed)
         trace = hessian_trace(closures, params, samples=self.trace_samples, model=module, seed=self.seed)
         values = {"val/hessian_top": float(top.eigenvalues[0]), "val/hessian_trace": trace.estimate,
-                  "val/hessian_trace_stderr": trace.stderr}
+                  "val/hessian_trace_stderr": trace.stderr, "val/weight_norm": weight_norm(params)}
+        if trace.batch_stderr is not None:
+            values["val/hessian_trace_batch_stderr"] = trace.batch_stderr
+        if self.adaptive:
+            adaptive_top = adaptive_top_eigenvalues(closures, params, k=1, tol=self.tol, model=module, seed=self.seed)
+            adaptive_trace = adaptive_hessian_trace(closures, params, samples=self.trace_samples, model=module,
+                                                    seed=self.seed)
+            values.update({"val/adaptive_hessian_top": float(adaptive_top.eigenvalues[0]),
+                           "val/adaptive_hessian_trace": adaptive_trace.estimate,
+                           "val/adaptive_hessian_trace_stderr": adaptive_trace.stderr})
         if self.fisher:
             if callable(getattr(module, "step_logits", None)):
                 logits = method_logit_closures(module, self._batches(data, module, self.batches), self.seed)
@@ -78,7 +130,7 @@ class LandscapeMonitor(pl.Callback):
 
     def on_train_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         if self.at_start and trainer.global_step == 0 and not self.history:
-            self.history.append({"epoch": 0, "step": 0, **self.measure(trainer, module)})
+            self.history.append({"epoch": 0, "step": 0, **self.measure(trainer, module), **self._kinks()})
 
     def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         if not due(trainer, self.every_n_epochs):
@@ -86,7 +138,11 @@ class LandscapeMonitor(pl.Callback):
         epoch = trainer.current_epoch
         values = self.measure(trainer, module)
         module.log_dict(values, rank_zero_only=True)
-        self.history.append({"epoch": epoch + 1, "step": trainer.global_step, **values})
+        self.history.append({"epoch": epoch + 1, "step": trainer.global_step, **values, **self._kinks()})
+
+    def _kinks(self) -> dict:
+        """For the history (landscape.json): the zero-gamma BatchNorms of the last measurement."""
+        return {"nondifferentiable_at": list(self.nondifferentiable_at)} if self.nondifferentiable_at else {}
 
     def on_fit_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         log_dir = trainer.log_dir

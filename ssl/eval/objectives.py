@@ -8,7 +8,19 @@ checkpoint has it: the momentum encoders and the prototypes are not among the pa
 and the queue, like every buffer, is put back before each pass (``sslkit.eval.landscape``
 restores the module's buffers). ``measure_landscape`` takes the top eigenvalues, the trace,
 the spectral density and, per block, trace and top eigenvalue, and leaves every parameter
-and buffer of the method as it found them (``preserved``).
+and buffer of the method as it found them (``preserved``). Beside every Hessian figure it
+records the weight norms (overall and per block) and the adaptive Hessian ``T H T``, ``T =
+diag(|w|)`` (Kwon et al. 2021), which BatchNorm's rescaling of a weight cannot change: with
+weight decay shrinking BN-fed weights, H's eigenvalues grow as ``1 / ||w||^2`` on a flat loss,
+so a curvature trend is read against both. It flags a point where the loss is not twice
+differentiable (``zero_gamma_batchnorms``).
+
+What the Hessian covers. It is taken with respect to the trained networks of ``trained_blocks``
+(backbone, projector, predictor) only. For SwAV that leaves out the prototypes, and the codes
+(Sinkhorn-Knopp assignments, computed under ``torch.no_grad`` as in the official
+``main_swav.py``) are constants of each product: the Hessian is that of the swapped-prediction
+loss with prototypes and codes held at their values, part of the objective, not the curvature
+of the whole training dynamics (whose codes move with the weights).
 
 ``method_logit_closures``: the same batches, views and buffers, each closure returning the
 logits of the method's own softmax (``step_logits``: MoCo v2, SwAV), whose true Fisher
@@ -17,6 +29,7 @@ the empirical Fisher.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
@@ -25,8 +38,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .hvp import PerExample
-from .landscape import (empirical_fisher_spectrum, fisher_spectrum, hessian_trace, spectral_density,
-                        top_eigenvalues)
+from .landscape import (adaptive_hessian_trace, adaptive_top_eigenvalues, empirical_fisher_spectrum,
+                        fisher_spectrum, hessian_trace, spectral_density, top_eigenvalues)
 
 CONTAINERS = ("stages", "blocks", "layers", "features")  # timm and torchvision modules holding the stages
 
@@ -59,8 +72,8 @@ def backbone_blocks(backbone: nn.Module) -> dict[str, list[torch.Tensor]]:
 
 def trained_blocks(method: nn.Module) -> dict[str, list[torch.Tensor]]:
     """The networks a method trains, by block: the backbone's blocks, then ``projector`` and
-    ``predictor`` where the method has them. Momentum copies, prototypes and the online
-    classifier are left out (held fixed)."""
+    ``predictor`` where the method has them. Momentum copies, prototypes (SwAV's, trained but
+    not measured here) and the online classifier are left out (held fixed)."""
     blocks = {f"backbone.{k}": v for k, v in backbone_blocks(method.backbone).items()}
     for name in ("projector", "predictor"):
         module = getattr(method, name, None)
@@ -164,36 +177,89 @@ def preserved(module: nn.Module) -> Iterator[None]:
                 value.copy_(saved[key])
 
 
+def weight_norm(params: Sequence[torch.Tensor]) -> float:
+    """``||w||``, the L2 norm of the parameters concatenated."""
+    return math.sqrt(sum(float(p.detach().double().pow(2).sum()) for p in params))
+
+
+def zero_gamma_batchnorms(module: nn.Module, params: Sequence[torch.Tensor] | None = None) -> list[str]:
+    """The BatchNorms of ``module`` whose scale (gamma, ``weight``) is exactly zero in every entry,
+    as timm zero-initialises the last BatchNorm of each residual block: among ``params`` when
+    given (the ones measured), else all. At such a point the loss is not twice differentiable:
+    the block's branch adds exactly zero, so the ReLU after the residual sum sees the shortcut's
+    exact zeros (itself a ReLU's output) at its kink, and any move of gamma pushes them to one
+    side or the other: the gradient jumps across gamma = 0 and a Hessian there is one-sided.
+    Measure after the first optimiser step instead."""
+    measured = None if params is None else {id(p) for p in params}
+    names = []
+    for name, child in module.named_modules():
+        weight = getattr(child, "weight", None)
+        if (isinstance(child, nn.modules.batchnorm._BatchNorm) and isinstance(weight, torch.Tensor)
+                and (measured is None or id(weight) in measured) and not bool(weight.detach().any())):
+            names.append(name)
+    return names
+
+
+def not_twice_differentiable_warning(names: Sequence[str]) -> str:
+    """The warning for a point with zero-gamma BatchNorms ``names`` (``zero_gamma_batchnorms``)."""
+    shown = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
+    return (f"the loss is not twice differentiable here: BatchNorm(s) {shown} have gamma exactly 0 (timm's "
+            f"zero-initialised residual BatchNorms), so the gradient jumps across gamma = 0 and the Hessian "
+            f"figures are one-sided artefacts of the initialisation; measure after the first optimiser step")
+
+
 def measure_landscape(closures: Sequence[Callable], blocks: dict[str, list[torch.Tensor]], model: nn.Module,
                       top_k: int = 3, trace_samples: int = 30, density_probes: int = 4, lanczos_steps: int = 30,
-                      tol: float = 1e-3, by_block: bool = True, seed: int = 0) -> dict:
+                      tol: float = 1e-3, by_block: bool = True, seed: int = 0, adaptive: bool = True) -> dict:
     """Top-``top_k`` eigenvalues (and the most negative one), Hutchinson trace with its
-    standard error, the spectral density and, with ``by_block``, each block's trace and top
-    eigenvalue (the Hessian restricted to that block's parameters), as plain data."""
+    standard error over probes and, with several batches, over batches, the spectral density
+    and, with ``by_block``, each block's trace and top eigenvalue (the Hessian restricted to
+    that block's parameters), as plain data. Every Lanczos result carries ``converged`` and its
+    residuals. Beside them: the weight norms (``weight_norm`` of all measured parameters,
+    ``weight_norms`` and each block's ``weight_norm``), and with ``adaptive`` the top eigenvalues
+    and trace of the adaptive Hessian ``T H T``, ``T = diag(|w|)`` (Kwon et al. 2021), which
+    BatchNorm's rescaling of the weight feeding it cannot change. ``twice_differentiable`` is
+    false, and ``nondifferentiable_at`` names the layers, where a measured BatchNorm has gamma
+    exactly 0 (``zero_gamma_batchnorms``)."""
     with preserved(model):
         return _measure(closures, blocks, model, top_k, trace_samples, density_probes, lanczos_steps, tol, by_block,
-                        seed)
+                        seed, adaptive)
 
 
 def _measure(closures, blocks, model, top_k, trace_samples, density_probes, lanczos_steps, tol, by_block,
-             seed) -> dict:
+             seed, adaptive) -> dict:
     params = [p for group in blocks.values() for p in group]
+    kinks = zero_gamma_batchnorms(model, params)
     top = top_eigenvalues(closures, params, k=top_k, tol=tol, model=model, seed=seed)
     bottom = top_eigenvalues(closures, params, k=1, which="smallest", tol=max(tol, 1e-2), model=model, seed=seed)
     trace = hessian_trace(closures, params, samples=trace_samples, model=model, seed=seed)
     density = spectral_density(closures, params, num_probes=density_probes, lanczos_steps=lanczos_steps,
                                grid=200, model=model, seed=seed)
     record = {"parameters": sum(p.numel() for p in params), "batches": len(closures),
+              "twice_differentiable": not kinks, "nondifferentiable_at": kinks,
+              "weight_norm": weight_norm(params),
+              "weight_norms": {name: weight_norm(group) for name, group in blocks.items()},
               "top_eigenvalues": top.eigenvalues.tolist(), "converged": top.converged,
-              "most_negative_eigenvalue": float(bottom.eigenvalues[0]), "trace": trace.estimate,
-              "trace_stderr": trace.stderr, "trace_samples": trace.samples,
+              "top_residuals": top.residuals.tolist(),
+              "most_negative_eigenvalue": float(bottom.eigenvalues[0]), "most_negative_converged": bottom.converged,
+              "most_negative_residual": float(bottom.residuals[0]), **trace.record(),
               "density": {"grid": density.grid.tolist(), "density": density.density.tolist(), "sigma": density.sigma}}
+    if adaptive:
+        adaptive_top = adaptive_top_eigenvalues(closures, params, k=top_k, tol=tol, model=model, seed=seed)
+        adaptive_trace = adaptive_hessian_trace(closures, params, samples=trace_samples, model=model, seed=seed)
+        record.update({"adaptive_top_eigenvalues": adaptive_top.eigenvalues.tolist(),
+                       "adaptive_converged": adaptive_top.converged,
+                       "adaptive_top_residuals": adaptive_top.residuals.tolist(),
+                       **adaptive_trace.record("adaptive_trace")})
     if by_block:
         record["by_block"] = {}
         for name, group in blocks.items():
             block_trace = hessian_trace(closures, group, samples=max(10, trace_samples // 3), model=model, seed=seed)
             block_top = top_eigenvalues(closures, group, k=1, tol=max(tol, 1e-2), model=model, seed=seed)
             record["by_block"][name] = {"parameters": sum(p.numel() for p in group),
+                                        "weight_norm": record["weight_norms"][name],
                                         "top_eigenvalue": float(block_top.eigenvalues[0]),
-                                        "trace": block_trace.estimate, "trace_stderr": block_trace.stderr}
+                                        "converged": block_top.converged, "residual": float(block_top.residuals[0]),
+                                        "trace": block_trace.estimate, "trace_stderr": block_trace.stderr,
+                                        "trace_batch_stderr": block_trace.batch_stderr}
     return record

@@ -150,7 +150,9 @@ class SwAV(SSLMethod):
         rows stacked: ``[crops x B, K]``. (The loss weighs a crop by the codes it predicts,
         ``num_global - 1`` for a global crop and ``num_global`` for a local one; the rows here weigh
         alike, so their Fisher is the loss's own Gauss-Newton matrix when there are only global
-        crops.)"""
+        crops.) The codes do not enter: as in ``step``, and so in every Hessian and Fisher that
+        sslkit.eval.objectives measures of SwAV, they and the prototypes are held fixed; those
+        measure part of the objective (the networks of ``trained_blocks``, prototypes left out)."""
         if len(views) < self.num_global:
             raise ValueError(f"SwAV needs at least {self.num_global} global crops, got {len(views)} views")
         self.normalize_prototypes()
@@ -165,6 +167,9 @@ class SwAV(SSLMethod):
         scores = [self.prototypes(z) for z in embeddings]
         batch = embeddings[0].shape[0]
         codes = []
+        # The codes are targets computed under no_grad (main_swav.py): no gradient, and so no Hessian
+        # (sslkit landscape, LandscapeMonitor), passes through Sinkhorn; a landscape of this loss holds
+        # them (and the prototypes, which trained_blocks leaves out) fixed: part of the objective.
         with torch.no_grad():
             for s in range(self.num_global):
                 if not torch.isfinite(scores[s]).all():
