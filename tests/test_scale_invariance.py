@@ -6,6 +6,7 @@ batches."""
 import copy
 import math
 import warnings
+from types import SimpleNamespace
 
 import pytest
 import timm
@@ -13,17 +14,20 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from test_landscape import data, dense_hessian, mlp
+from helpers import tiny_data, tiny_moco
+from sslkit.eval import LandscapeMonitor
 from sslkit.eval.hvp import AdaptiveHessianProducts
 from sslkit.eval.landscape import (adaptive_hessian_trace, adaptive_top_eigenvalues, hessian_trace,
                                    top_eigenvalues)
 from sslkit.eval.landscape_monitor import rank_share
 from sslkit.eval.objectives import measure_landscape, zero_gamma_batchnorms
+from test_landscape import data, dense_hessian, mlp
 
 
 def bn_net(seed=0):
-    """conv (no bias) -> train-mode BatchNorm (eps 1e-300, below float64 resolution: the conv weight is exactly scale-invariant)
-    -> tanh -> pool -> linear; 99 parameters, float64."""
+    """conv (no bias) -> train-mode BatchNorm -> tanh -> pool -> linear; 99 parameters, float64.
+    BatchNorm's eps is 1e-300, below float64's resolution of the variance (torch refuses 0), so
+    the conv weight is exactly scale-invariant."""
     torch.manual_seed(seed)
     return nn.Sequential(nn.Conv2d(2, 3, 3, bias=False), nn.BatchNorm2d(3, eps=1e-300), nn.Tanh(),
                          nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(12, 3)).double().train()
@@ -52,7 +56,8 @@ def test_rescaling_a_batchnorm_fed_weight_changes_h_but_not_the_adaptive_hessian
     c = SCALINGS[scaling].double()
     with torch.no_grad():
         b[0].weight.mul_(c[:, None, None, None])
-    losses = [float(F.cross_entropy(m(x), y)) for m in (a, b)]
+    with torch.no_grad():
+        losses = [F.cross_entropy(m(x), y).item() for m in (a, b)]
     assert losses[1] == pytest.approx(losses[0], rel=1e-12)
 
     H = [dense_hessian(m, x, y) for m in (a, b)]
@@ -122,7 +127,8 @@ def test_the_trace_of_each_batch_from_the_same_probes():
     assert result.batch_stderr == pytest.approx(float(result.by_batch.std()) / math.sqrt(3), rel=1e-12)
     many = hessian_trace(closures, params, samples=200, model=model)
     for estimate, values, (xb, yb) in zip(many.by_batch, many.batch_values, parts):
-        assert abs(float(estimate) - float(dense_hessian(model, xb, yb).trace())) <= 4 * float(values.std()) / math.sqrt(200)
+        exact = float(dense_hessian(model, xb, yb).trace())
+        assert abs(float(estimate) - exact) <= 4 * float(values.std()) / math.sqrt(200)
     single = hessian_trace(closures[0], params, samples=4, model=model)
     assert single.batch_stderr is None and single.record()["trace_batch_stderr"] is None
 
@@ -147,7 +153,8 @@ def test_measure_landscape_records_weight_norms_convergence_and_the_adaptive_hes
     t = flat_params(model).abs()
     exact = torch.linalg.eigvalsh(t[:, None] * H * t[None])
     assert record["adaptive_top_eigenvalues"] == pytest.approx(exact[-2:].flip(0).tolist(), rel=1e-5)
-    assert {"adaptive_converged", "adaptive_trace", "adaptive_trace_stderr", "adaptive_trace_batch_stderr"} <= set(record)
+    assert {"adaptive_converged", "adaptive_trace", "adaptive_trace_stderr",
+            "adaptive_trace_batch_stderr"} <= set(record)
     assert record["twice_differentiable"] and record["nondifferentiable_at"] == []
 
 
@@ -173,11 +180,6 @@ def test_zero_gamma_batchnorms_are_points_where_the_loss_is_not_twice_differenti
 
 
 def test_the_monitor_warns_at_a_zero_gamma_start():
-    from types import SimpleNamespace
-
-    from helpers import tiny_data, tiny_moco
-    from sslkit.eval import LandscapeMonitor
-
     torch.manual_seed(0)
     module = tiny_moco().train()
     data = tiny_data(batch_size=16)
@@ -197,24 +199,26 @@ def test_the_monitor_warns_at_a_zero_gamma_start():
     assert monitor._kinks() == {} and "val/hessian_top" in values
 
 
-def test_ranks_take_disjoint_shares_of_the_monitors_batches():
+def test_ranks_take_disjoint_shares_of_the_monitors_batches(monkeypatch):
+    """The evaluation loader has no distributed sampler: rank r of 2 takes batches r, r + 2, ...
+    of those one process reads in order (its rank and world read from torch.distributed)."""
     shares = [rank_share(iter(range(10)), 3, rank, 2) for rank in range(2)]
     assert shares == [[0, 2, 4], [1, 3, 5]]
     short = [rank_share(iter(range(5)), 3, rank, 2) for rank in range(2)]
     assert short == [[0, 2], [1, 3]]  # as many on every rank
     assert rank_share(range(4), 2, 0, 1) == [0, 1]
-    from types import SimpleNamespace
-
-    from helpers import tiny_data
-    from sslkit.eval import LandscapeMonitor
-
     data = tiny_data(batch_size=8)
     data.setup("fit")
     monitor, module = LandscapeMonitor(batches=2), SimpleNamespace(device=torch.device("cpu"))
-    ranks = [monitor._batches(data, module, 2, rank=r, world=2) for r in range(2)]
-    alone = monitor._batches(data, module, 4, rank=0, world=1)
+    alone = monitor._batches(data, module, 4)
+    ranks = []
+    for r in range(2):
+        monkeypatch.setattr("sslkit.eval.landscape_monitor.distributed.rank", lambda r=r: r)
+        monkeypatch.setattr("sslkit.eval.landscape_monitor.distributed.world_size", lambda: 2)
+        ranks.append(monitor._batches(data, module, 2))
     assert [len(r) for r in ranks] == [2, 2]
     for r, share in enumerate(ranks):
         for j, batch in enumerate(share):
             assert torch.equal(batch["image"], alone[2 * j + r]["image"])
     assert not torch.equal(ranks[0][0]["image"], ranks[1][0]["image"])
+
