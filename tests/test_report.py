@@ -190,3 +190,43 @@ def test_the_feature_cache_keys_on_how_the_checkpoint_was_read():
             for change in ({}, {"arch": "resnet18"}, {"ckpt_format": "torchvision"}, {"small_stem_padding": 2})]
     assert all(a != b for i, a in enumerate(keys) for b in keys[i + 1:])
     assert keys[0]["features"] == "cls" and keys[0]["small_stem_padding"] is None
+
+
+def test_finetune_runs_join_the_checkpoint_they_fine_tuned(checkpoints, capfd, monkeypatch):
+    """``--finetune``: an ``sslkit finetune`` run of the first checkpoint joins that checkpoint's
+    card with the top-1 its metrics.csv logged last; a ``random:`` run is a baseline row; a run
+    of a checkpoint not in the report (another SHA-256) is left out, and said."""
+    root, paths = checkpoints
+    configs = os.path.join(REPO, "configs")
+    tiny = ["--data.init_args.num_train=200", "--data.init_args.num_val=40", "--data.init_args.num_classes=4",
+            "--data.init_args.batch_size=8", "--trainer.max_epochs=1", "--trainer.check_val_every_n_epoch=1",
+            "--trainer.accelerator=cpu", "--trainer.devices=1", "--trainer.num_nodes=1", "--trainer.strategy=auto",
+            "--trainer.precision=32", "--trainer.enable_progress_bar=false", "--trainer.sync_batchnorm=false"]
+    base = ["finetune", "-c", os.path.join(configs, "finetune_semisup_simclr.yaml"), "-c",
+            os.path.join(configs, "demo_finetune.yaml"), "--labels", "10%", *tiny]
+    for name, source in (("ft_a", paths[0]), ("ft_random", "random:test_resnet")):
+        code, _, err = invoke([*base, "--ckpt_path", source, f"--trainer.logger.init_args.save_dir={root / 'ft'}",
+                               f"--trainer.logger.init_args.name={name}"], root, capfd, monkeypatch)
+        assert code == 0, err[-3000:]
+    run = root / "ft" / "ft_a" / "version_0"
+    with open(run / "metrics.csv") as f:
+        logged = [float(r["val/top1"]) for r in csv.DictReader(f) if r.get("val/top1")]
+    other = root / "ft" / "ft_other" / "version_0"
+    other.mkdir(parents=True)
+    record = json.loads((run / "finetune.json").read_text())
+    other_record = {**record, "source": {"ckpt_path": "/elsewhere/x.ckpt", "sha256": "0" * 64}}
+    (other / "finetune.json").write_text(json.dumps(other_record))
+    code, _, err = invoke(["report", "-c", PROBE, "--ckpt_path", *paths, "--out", root / "ftcard", *SMALL,
+                           "--cache_dir", root / "cache", "--l2_grid=[0.001]", "--finetune", root / "ft"],
+                          root, capfd, monkeypatch)
+    assert code == 0, err[-3000:]
+    report = json.loads((root / "ftcard" / "report.json").read_text())
+    first, second = report["checkpoints"]
+    assert [row["run"] for row in first["finetune"]] == [str(run)] and "finetune" not in second
+    row = first["finetune"][0]
+    assert row["val_top1"] == pytest.approx(logged[-1]) and (row["train"], row["labels"]) == ("all", "10%")
+    assert [b["source"] for b in report["finetune_baselines"]] == ["random:test_resnet"]
+    assert any("ft_other" in note for note in first["notes"])
+    text = (root / "ftcard" / "report.md").read_text()
+    assert "## Fine-tuning" in text and f"| {first['name']} | all | 10% | 1 | {100 * logged[-1]:.1f} |" in text
+    assert "| random:test_resnet | all | 10% | 1 |" in text

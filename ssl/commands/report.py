@@ -2,6 +2,7 @@
 
     sslkit report -c configs/linear_probe.yaml --ckpt_path A.ckpt B.ckpt --out DIR
     sslkit report -c configs/linear_probe.yaml --ckpt_path A.ckpt moco_v2_800ep_pretrain.pth.tar --names ours moco
+    sslkit report -c configs/linear_probe.yaml --ckpt_path A.ckpt --finetune runs/finetune_demo
 
 Each checkpoint (any format ``load_backbone`` reads) is encoded once per split, under the
 evaluation view of the probe config, and every instrument reads those cached features: the
@@ -11,7 +12,9 @@ Where a checkpoint's run folder has a ``metrics.csv`` (``sslkit fit``'s logs), t
 ``val/online_top1`` logged at the checkpoint's own epoch and step (with the classifier's source,
 ``global``/``all`` or ``bank``, from the checkpoint) and the run's curves by epoch join it, and a
 ``landscape.json`` beside it (``sslkit landscape``) adds the loss-landscape numbers where it was
-measured on that very checkpoint (same SHA-256), labelled with the loss it measured. Whatever is
+measured on that very checkpoint (same SHA-256), labelled with the loss it measured; with
+``--finetune DIR ...``, the ``sslkit finetune`` runs under those folders that fine-tuned one of the
+checkpoints (same SHA-256; ``random:NAME`` runs as baselines) add a fine-tuning table. Whatever is
 left out is said in ``report.md``. Writes ``DIR/report.json`` and ``DIR/report.md`` with the
 figures (``spectra.png``, ``backgrounds.png``, ``curves.png``).
 """
@@ -53,6 +56,8 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--fit_range", type=tuple[int, int] | None, default=None)
     parser.add_argument("--backgrounds", type=bool | None, default=None,
                         help="the Backgrounds Challenge (default: where the data has masks)")
+    parser.add_argument("--finetune", type=str, nargs="+", default=[],
+                        help="folders searched for sslkit finetune runs (finetune.json) of these checkpoints")
     parser.add_argument("--cache_dir", type=str | None, default="runs/probe_cache")
     parser.add_argument("--device", type=str, default="auto")
     return parser
@@ -213,13 +218,92 @@ def run(init) -> None:
                            backgrounds, init.fit_range)
         cards.append(joined({"name": name, "ckpt_path": path, "branch": init.branch, **card}, path,
                             source.key["checkpoint"]))
+    runs = finetune_runs(init.finetune)
+    baselines = attach_finetune_runs(cards, runs)
     record = {"data": type(data).__name__, "crop_size": init.crop_size, "checkpoints": cards}
+    if init.finetune:
+        record["finetune_baselines"] = baselines
     (out / "report.json").write_text(json.dumps(record, indent=2))
     figures = write_figures(cards, out)
-    (out / "report.md").write_text(markdown(cards, figures, type(data).__name__))
+    (out / "report.md").write_text(markdown(cards, figures, type(data).__name__, baselines))
     for line in table(cards):
         print(line)
     print(f"sslkit report: wrote {out / 'report.json'} and {out / 'report.md'}")
+
+
+def finetune_runs(folders: list[str]) -> list[dict]:
+    """Every ``finetune.json`` under ``folders`` (``sslkit finetune``'s result record), each
+    with its ``run`` folder; a folder that does not exist is an error naming it."""
+    from sslkit.eval.finetune import RESULT_FILE
+
+    runs = []
+    for folder in folders:
+        if not Path(folder).exists():
+            raise FileNotFoundError(f"--finetune '{folder}' does not exist (give the folders of sslkit finetune runs)")
+        for path in sorted(Path(folder).rglob(RESULT_FILE)):
+            try:
+                record = json.loads(path.read_text())
+            except ValueError as err:
+                raise ValueError(f"'{path}' is not the JSON sslkit finetune writes: {err}") from err
+            runs.append({**record, "run": str(path.parent)})
+    return runs
+
+
+def attach_finetune_runs(cards: list[dict], runs: list[dict]) -> list[dict]:
+    """Each card's ``finetune`` rows: the runs whose backbone is that checkpoint (same SHA-256;
+    a run that recorded none, the same resolved path). Returns the runs from a random
+    initialisation (``random:NAME``), the baselines; a run of another checkpoint is left out
+    with a note on every card."""
+    baselines, unmatched = [], []
+    digests = [c.get("ckpt_sha256") for c in cards]
+    for run in runs:
+        source = run.get("source", {})
+        row = {k: run.get(k) for k in ("run", "train", "labels", "label_seed", "num_labelled")}
+        for split in ("val", "test"):
+            if isinstance(run.get(split), dict):
+                row[f"{split}_top1"], row[f"{split}_top5"] = run[split]["top1"], run[split]["top5"]
+        if str(source.get("ckpt_path", "")).startswith("random:"):
+            baselines.append({**row, "source": source["ckpt_path"]})
+            continue
+        matches = [c for c, d in zip(cards, digests) if source.get("sha256") and source["sha256"] == d
+                   or not source.get("sha256") and Path(c["ckpt_path"]).resolve() == Path(source.get("ckpt_path", "")).resolve()]
+        for card in matches:
+            card.setdefault("finetune", []).append(row)
+        if not matches:
+            unmatched.append(f"{run['run']} (fine-tuned `{source.get('ckpt_path')}`)")
+    if unmatched:
+        for card in cards:
+            card.setdefault("notes", []).append(
+                f"fine-tuning runs left out, not of any checkpoint here (SHA-256 differs): {', '.join(unmatched)}")
+    return baselines
+
+
+def finetune_table(cards: list[dict], baselines: list[dict]) -> list[str]:
+    """Fine-tuning results by checkpoint, mode and labels: val (and test) top-1 as mean ± sd
+    over the runs (seeds), with their number."""
+    import statistics
+
+    groups: dict[tuple, list[dict]] = {}
+    for name, rows in [(c["name"], c.get("finetune", [])) for c in cards] + [
+            (b["source"], [b]) for b in baselines]:
+        for row in rows:
+            groups.setdefault((name, row["train"], str(row["labels"])), []).append(row)
+    if not groups:
+        return []
+
+    def cell(rows: list[dict], key: str) -> str:
+        values = [100 * r[key] for r in rows if r.get(key) is not None]
+        if not values:
+            return "-"
+        return f"{statistics.fmean(values):.1f} ± {statistics.stdev(values):.1f}" if len(values) > 1 else f"{values[0]:.1f}"
+
+    lines = ["## Fine-tuning", "", "`sslkit finetune` runs found under `--finetune`, joined to the checkpoint they "
+             "fine-tuned (same SHA-256); `random:NAME` rows are the same network from random initialisation. "
+             "Mean ± sd over the runs (each its own label draw and seed).", "",
+             "| backbone | trained | labels | runs | val top-1 (%) | test top-1 (%) |", "|---|---|---|---|---|---|"]
+    for (name, train, labels), rows in groups.items():
+        lines.append(f"| {name} | {train} | {labels} | {len(rows)} | {cell(rows, 'val_top1')} | {cell(rows, 'test_top1')} |")
+    return lines + [""]
 
 
 def joined(card: dict, path: str, digest: str | None) -> dict:
@@ -230,6 +314,8 @@ def joined(card: dict, path: str, digest: str | None) -> dict:
     logs, landscape = run_logs(path, facts), landscape_numbers(path, digest)
     notes = logs.pop("notes", []) + landscape.pop("notes", [])
     card = {**card, **{k: facts[k] for k in ("online_source", "run_knn") if k in facts}, **logs, **landscape}
+    if digest and not digest.startswith("hub:"):
+        card["ckpt_sha256"] = digest
     if "epoch" in facts:
         card["checkpoint_epoch"], card["checkpoint_step"] = facts["epoch"], facts.get("global_step")
     if notes:
@@ -293,7 +379,7 @@ def table(cards: list[dict]) -> list[str]:
     return lines
 
 
-def markdown(cards: list[dict], figures: list[str], data: str) -> str:
+def markdown(cards: list[dict], figures: list[str], data: str, baselines: list[dict] | None = None) -> str:
     first = cards[0]
     lines = [f"# Report: {len(cards)} checkpoints on {data}", "",
              f"Linear probe: L-BFGS logistic regression on the {first['n_train']} train features, its L2 chosen "
@@ -301,7 +387,7 @@ def markdown(cards: list[dict], figures: list[str], data: str) -> str:
              f"weighted (k={first['knn_k']}, T={first['knn_temperature']:g}), train features as the bank; "
              f"eigenspectrum of the {first['n_test']} val features (dim {first['dim']}, alpha fit over ranks "
              f"{first['alpha_fit_range'][0]}-{first['alpha_fit_range'][1]}). BG-Gap = Mixed-Same - Mixed-Rand "
-             f"(Xiao et al. 2020).", "", *table(cards), "", *sources_text(cards)]
+             f"(Xiao et al. 2020).", "", *table(cards), "", *sources_text(cards), *finetune_table(cards, baselines or [])]
     for c in cards:
         lines.append(f"- **{c['name']}**: `{c['ckpt_path']}`" + (f", run `{c['run']}`" if c.get("run") else "")
                      + (f", epoch {c['checkpoint_epoch']}, step {c['checkpoint_step']}" if "checkpoint_epoch" in c

@@ -19,7 +19,9 @@ Labelled subsets (``labels``):
 
 What was drawn is recorded: in the logger's hyperparameters (``labelled`` in ``hparams.yaml``),
 in every checkpoint (``checkpoint['labelled']``) and ``labelled.json`` beside the metrics (the
-indices and, for folders, the file names).
+indices and, for folders, the file names). ``finetune.json`` in the log folder holds the result
+(last val and test top-1/top-5) with the backbone's source and its SHA-256, which ``sslkit
+report --finetune`` joins to the same checkpoint.
 
 ``train``: ``all`` (every parameter), ``batchnorm`` (only the affine weights and biases of
 the normalisation layers, plus the linear head; every other parameter keeps its exact bits;
@@ -285,6 +287,19 @@ def load_or_build(ckpt_path: str, arch=None, ckpt_format="auto", branch=None, sm
     return backbone
 
 
+RESULT_FILE = "finetune.json"
+
+
+def source_identity(ckpt_path: str) -> dict:
+    """Which backbone a run fine-tunes: ``{"ckpt_path", "sha256"}`` of a file (the SHA-256 is
+    what ``sslkit report`` matches checkpoints by), or ``{"ckpt_path": "random:NAME", "sha256": None}``."""
+    if Path(ckpt_path).is_file():
+        from sslkit.checkpoints import file_digest
+
+        return {"ckpt_path": str(Path(ckpt_path).resolve()), "sha256": file_digest(ckpt_path)}
+    return {"ckpt_path": ckpt_path, "sha256": None}
+
+
 class FineTuner(pl.LightningModule):
     """A pretrained backbone and a linear classifier, trained with cross-entropy on labelled
     images (see the module docstring for ``train``, ``labels`` and ``layer_decay``).
@@ -347,6 +362,7 @@ class FineTuner(pl.LightningModule):
         self.train_view: View | None = None
         self.eval_view: View | None = None
         self.labelled: dict | None = None
+        self.source = source_identity(ckpt_path)
 
     # -- construction that needs the data
     def _build_head(self, num_classes: int) -> None:
@@ -399,6 +415,32 @@ class FineTuner(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         if self.labelled is not None:
             checkpoint["labelled"] = self.labelled
+
+    def on_validation_epoch_end(self) -> None:
+        if not self.trainer.sanity_checking:
+            self._record_result("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._record_result("test")
+
+    @rank_zero_only
+    def _record_result(self, split: str) -> None:
+        """``finetune.json`` in the log folder: the backbone's source (path and SHA-256, so that
+        ``sslkit report`` joins the result to that checkpoint), the mode, the labels drawn and the
+        last ``split`` top-1/top-5 with the epoch and step they were taken at."""
+        folder = self.trainer.log_dir
+        metrics = self.trainer.callback_metrics
+        if not folder or f"{split}/top1" not in metrics:
+            return
+        path = Path(folder) / RESULT_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        h = self.hparams
+        record = json.loads(path.read_text()) if path.is_file() else {}
+        record.update({"source": self.source, "train": h.train, "labels": h.labels, "label_seed": h.label_seed,
+                       "num_labelled": (self.labelled or {}).get("num_labelled")})
+        record[split] = {"top1": float(metrics[f"{split}/top1"]), "top5": float(metrics[f"{split}/top5"]),
+                         "epoch": self.current_epoch, "step": self.global_step}
+        path.write_text(json.dumps(record, indent=2))
 
     def train(self, mode: bool = True):
         super().train(mode)
