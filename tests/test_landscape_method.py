@@ -90,8 +90,12 @@ def test_the_monitor_logs_the_landscape_and_changes_nothing_of_training(tmp_path
     assert metrics["val/hessian_top"] > 0 and torch.isfinite(metrics["val/hessian_trace"])
     assert metrics["val/gradient_noise_top"] > 0 and metrics["val/fisher_top"] > 0
     assert metrics["val/fisher_trace"] > 0  # every Hutchinson probe of a positive semi-definite F is >= 0
+    assert metrics["val/weight_norm"] > 0 and metrics["val/adaptive_hessian_top"] > 0
+    assert torch.isfinite(metrics["val/adaptive_hessian_trace"])
     history = json.loads((tmp_path / "monitor" / "version_0" / "landscape.json").read_text())
     assert [h["epoch"] for h in history] == [0, 1, 2]
+    assert "backbone.model.layer1.0.bn2" in history[0]["nondifferentiable_at"]  # timm's zero-gamma init
+    assert "nondifferentiable_at" not in history[-1]
 
 
 def test_sslkit_landscape_writes_the_json_and_joins_the_report(tmp_path, capfd, monkeypatch):
@@ -110,6 +114,9 @@ def test_sslkit_landscape_writes_the_json_and_joins_the_report(tmp_path, capfd, 
     assert {"top_eigenvalues", "trace", "trace_stderr", "density", "by_block", "fisher"} <= set(record)
     assert record["fisher"]["top_eigenvalues"][0] > 0 and "true Fisher: top eigenvalues" in out
     assert record["loss"] == "ssl" and record["by_block"]["projector"]["parameters"] > 0
+    assert record["twice_differentiable"] and record["weight_norm"] > 0 and record["adaptive_top_eigenvalues"][0] > 0
+    assert record["by_block"]["projector"]["weight_norm"] == record["weight_norms"]["projector"] > 0
+    assert "adaptive Hessian T H T" in out and isinstance(record["most_negative_converged"], bool)
     assert record["ckpt_sha256"] == file_digest(ckpt) and record["ckpt_path"] == str(ckpt.resolve())
     assert (ckpt.parent / "landscape.png").stat().st_size > 0
     probe = os.path.join(REPO, "configs", "linear_probe.yaml")
