@@ -32,17 +32,29 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "experiments"))
 from hardness_study import last_values  # noqa: E402
 
-ARMS = {  # name: (batchnorm, background augmentations)
-    "plain BN, BG aug": ("plain", True),
-    "split BN, BG aug": ("split", True),
-    "plain BN, no BG aug": ("plain", False),
-    "split BN, no BG aug": ("split", False),
+from sslkit.eval.intervals import mean_interval, ratio_interval  # noqa: E402
+
+ARMS = {  # name: (batchnorm, background augmentations, batch-size factor)
+    "plain BN, BG aug": ("plain", True, 1),
+    "split BN, BG aug": ("split", True, 1),
+    "plain BN, no BG aug": ("plain", False, 1),
+    "split BN, no BG aug": ("split", False, 1),
+    # SGD's noise control (Wei & Schwab, arXiv:1910.00195): 4x the batch at the same learning-rate-to-
+    # batch-size ratio (the demo's rate is batch-scaled), so a quarter of the steps per epoch with a
+    # quarter of the gradient noise
+    "plain BN, BG aug, 4x batch": ("plain", True, 4),
 }
+BATCH = 256  # the demo's batch size
 QUANTITIES = {"val/hessian_top": "top Hessian eigenvalue", "val/hessian_trace": "Hessian trace",
               "val/fisher_top": "top eigenvalue of the true Fisher", "val/fisher_trace": "true Fisher trace",
-              "val/gradient_noise_top": "top eigenvalue of 4 gradients' second moment"}
+              "val/gradient_noise_top": "top eigenvalue of 4 gradients' second moment",
+              "val/adaptive_hessian_top": "top eigenvalue of |w| H |w| (BN-scale invariant)",
+              "val/adaptive_hessian_trace": "trace of |w| H |w| (BN-scale invariant)",
+              "val/weight_norm": "weight norm of the measured parameters"}
 SHORT = {"val/hessian_top": "top", "val/hessian_trace": "trace", "val/fisher_top": "Fisher top",
-         "val/fisher_trace": "Fisher trace", "val/gradient_noise_top": "grad noise"}
+         "val/fisher_trace": "Fisher trace", "val/gradient_noise_top": "grad noise",
+         "val/adaptive_hessian_top": "adaptive top", "val/adaptive_hessian_trace": "adaptive trace",
+         "val/weight_norm": "|w|"}
 RENAMED = {"val/gradient_moment_top": "val/gradient_noise_top"}  # runs logged before this release
 
 
@@ -70,7 +82,7 @@ def callbacks_overlay(out: Path, every: int) -> Path:
 
 
 def train(out: Path, name: str, batchnorm: str, background: bool, seed: int, epochs: int, num_train: int,
-          every: int, extra: list[str]) -> dict:
+          every: int, extra: list[str], batch_factor: int = 1) -> dict:
     """One run, or its record from an earlier run of this script."""
     done = out / f"{name}.json"
     if done.exists():
@@ -82,7 +94,7 @@ def train(out: Path, name: str, batchnorm: str, background: bool, seed: int, epo
     subprocess.run([sys.executable, "-m", "sslkit.cli", "fit", *configs, "-c", str(callbacks_overlay(out, every)),
                     f"--seed_everything={seed}", f"--trainer.max_epochs={epochs}",
                     f"--trainer.check_val_every_n_epoch={epochs}", f"--data.init_args.num_train={num_train}",
-                    f"--model.init_args.batchnorm={batchnorm}",
+                    f"--model.init_args.batchnorm={batchnorm}", f"--data.init_args.batch_size={BATCH * batch_factor}",
                     f"--trainer.logger.init_args.save_dir={out}", f"--trainer.logger.init_args.name={name}",
                     "--trainer.logger.init_args.version=0", "--trainer.enable_progress_bar=false", *extra],
                    check=True, stdout=subprocess.DEVNULL)
@@ -96,23 +108,30 @@ def train(out: Path, name: str, batchnorm: str, background: bool, seed: int, epo
 
 
 def summarise(runs: list[dict]) -> dict:
-    """Per epoch, the mean and the seeds' min and max of each quantity; per run, the trace's
-    ratios: end over initialisation, first measurement after it over initialisation, and end
-    over that first measurement."""
+    """Per epoch, the mean of each quantity over seeds with its 95% t interval (``low``,
+    ``high``; from two seeds on) and the seeds' min and max; per run, the trace's ratios: end
+    over initialisation, first measurement after it over initialisation, and end over that
+    first measurement, with the interval of their geometric mean over seeds."""
     epochs = [h["epoch"] for h in runs[0]["history"]]
-    summary = {"epochs": epochs}
+    summary = {"epochs": epochs, "seeds": len(runs)}
     for key in QUANTITIES:
         if not all(key in h for run in runs for h in run["history"]):
-            continue  # (the true Fisher: not in runs before this release)
+            continue  # (the true Fisher, the adaptive Hessian, weight norms: not in runs of earlier releases)
         values = [[h[key] for h in run["history"]] for run in runs]
         summary[key] = {"mean": [statistics.fmean(v) for v in zip(*values)],
                         "min": [min(v) for v in zip(*values)], "max": [max(v) for v in zip(*values)]}
+        if len(runs) > 1:
+            intervals = [mean_interval(v) for v in zip(*values)]
+            summary[key]["low"], summary[key]["high"] = [i.low for i in intervals], [i.high for i in intervals]
     summary["trace_end_over_init"] = [run["history"][-1]["val/hessian_trace"] / run["history"][0]["val/hessian_trace"]
                                       for run in runs]
     summary["trace_first_over_init"] = [run["history"][1]["val/hessian_trace"] / run["history"][0]["val/hessian_trace"]
                                         for run in runs]
     summary["trace_end_over_first"] = [run["history"][-1]["val/hessian_trace"] / run["history"][1]["val/hessian_trace"]
                                        for run in runs]
+    if len(runs) > 1:
+        for key in ("trace_end_over_init", "trace_first_over_init", "trace_end_over_first"):
+            summary[key + "_interval"] = ratio_interval(summary[key], [1.0] * len(runs)).to_dict()
     summary["knn_top1"] = [run["knn_top1"] for run in runs]
     summary["online_top1"] = [run["online_top1"] for run in runs]
     return summary
@@ -120,14 +139,18 @@ def summarise(runs: list[dict]) -> dict:
 
 def paired(runs: dict[str, list[dict]]) -> dict[str, list[float]]:
     """Same-seed ratios at the end of training: split over plain BatchNorm (with and without
-    background augmentations) and with over without background augmentations, for the trace
-    the true Fisher's top eigenvalue and trace (where measured) and the gradient noise."""
+    background augmentations), with over without background augmentations, and the 4x-batch
+    control over the plain arm, for the trace, the true Fisher's top eigenvalue and trace, the
+    adaptive (BN-scale invariant) Hessian's top eigenvalue and trace, the weight norm and the
+    gradient noise (where measured). ``ratio_intervals`` gives each its interval."""
     def end(arm: str, key: str) -> list[float]:
         return [run["history"][-1][key] for run in runs[arm]]
 
     out = {}
     for key, label in (("val/hessian_trace", "trace"), ("val/fisher_top", "Fisher top"),
-                       ("val/fisher_trace", "Fisher trace"), ("val/gradient_noise_top", "gradient noise top")):
+                       ("val/fisher_trace", "Fisher trace"), ("val/adaptive_hessian_top", "adaptive top"),
+                       ("val/adaptive_hessian_trace", "adaptive trace"), ("val/weight_norm", "weight norm"),
+                       ("val/gradient_noise_top", "gradient noise top")):
         if not all(key in run["history"][-1] for arm in runs.values() for run in arm):
             continue
         for bg in ("BG aug", "no BG aug"):
@@ -140,6 +163,20 @@ def paired(runs: dict[str, list[dict]]) -> dict[str, list[float]]:
                 continue
             with_, without = end(f"{bn}, BG aug", key), end(f"{bn}, no BG aug", key)
             out[f"{label}: BG aug / no BG aug, {bn}"] = [a / b for a, b in zip(with_, without)]
+        if "plain BN, BG aug, 4x batch" in runs and "plain BN, BG aug" in runs:
+            large, small = end("plain BN, BG aug, 4x batch", key), end("plain BN, BG aug", key)
+            out[f"{label}: 4x batch / 1x, plain BN, BG aug"] = [a / b for a, b in zip(large, small)]
+    return out
+
+
+def ratio_intervals(pairs: dict[str, list[float]]) -> dict[str, dict]:
+    """The geometric mean of each list of same-seed ratios with its 95% interval (log scale),
+    and whether the interval excludes 1 (no claim of a difference without it)."""
+    out = {}
+    for name, ratios in pairs.items():
+        if len(ratios) > 1 and all(r > 0 for r in ratios):
+            interval = ratio_interval(ratios, [1.0] * len(ratios))
+            out[name] = {**interval.to_dict(), "excludes_1": interval.excludes(1.0)}
     return out
 
 
@@ -155,12 +192,13 @@ def plot(results: dict, path: Path) -> None:
         for i, (arm, summary) in enumerate(results.items()):
             style = "-" if "split" in arm else "--"
             ax.plot(summary["epochs"], summary[key]["mean"], style, color=f"C{i}", label=arm, marker="o", ms=3)
-            ax.fill_between(summary["epochs"], summary[key]["min"], summary[key]["max"], color=f"C{i}", alpha=0.15)
+            low, high = summary[key].get("low", summary[key]["min"]), summary[key].get("high", summary[key]["max"])
+            ax.fill_between(summary["epochs"], [max(v, 1e-12) for v in low], high, color=f"C{i}", alpha=0.15)
         ax.set_yscale("log")
         ax.set_xlabel("epoch")
         ax.set_title(title, fontsize=9)
     axes[0].legend(fontsize=7)
-    fig.suptitle("MoCo v2 demo: InfoNCE landscape on a fixed batch (mean over seeds, band = min-max)", fontsize=9)
+    fig.suptitle("MoCo v2 demo: InfoNCE landscape on a fixed batch (mean over seeds, band = 95% t interval)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -174,18 +212,20 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=3, help="measure every this many epochs")
     parser.add_argument("--num_train", type=int, default=4000)
     parser.add_argument("--arms", type=int, nargs="+", default=list(range(len(ARMS))),
-                        help="which arms (0-3, in the order of ARMS)")
+                        help=f"which arms (0-{len(ARMS) - 1}, in the order of ARMS)")
+    parser.add_argument("--results", default=str(REPO / "docs" / "data" / "landscape_study.json"),
+                        help="where the results file the docs cite is written (committed with them)")
     args, extra = parser.parse_known_args()
     extra = [a for a in extra if a != "--"]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     runs: dict[str, list[dict]] = {}
     for seed in args.seeds:
-        for i, (arm, (batchnorm, background)) in enumerate(ARMS.items()):
+        for i, (arm, (batchnorm, background, factor)) in enumerate(ARMS.items()):
             if i not in args.arms:
                 continue
             record = train(out, f"arm{i}_seed{seed}", batchnorm, background, seed, args.epochs, args.num_train,
-                           args.every, extra)
+                           args.every, extra, factor)
             runs.setdefault(arm, []).append(record)
             last = record["history"][-1]
             print(f"{arm}, seed {seed}: top {last['val/hessian_top']:.3g}, trace {last['val/hessian_trace']:.4g}, "
@@ -194,8 +234,11 @@ def main() -> None:
                   f"({record['seconds']:.0f} s)", flush=True)
     results = {arm: summarise(records) for arm, records in runs.items()}
     pairs = paired(runs)
-    (out / "results.json").write_text(json.dumps({"settings": vars(args), "arms": results, "paired": pairs,
-                                                  "runs": runs}, indent=2))
+    text = json.dumps({"settings": vars(args), "arms": results, "paired": pairs, "paired_intervals":
+                       ratio_intervals(pairs), "runs": runs}, indent=2)
+    (out / "results.json").write_text(text)
+    Path(args.results).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.results).write_text(text)
     plot(results, out / "landscape_study.png")
     shown = [k for k in QUANTITIES if all(k in s for s in results.values())]
     print(f"\n{'arm':<22}" + "".join(f"{SHORT[k] + ' (init -> end)':>26}" for k in shown)
@@ -207,10 +250,14 @@ def main() -> None:
     for arm, s in results.items():
         print(f"  {arm:<22}" + " ".join(f"{r:8.2g}" for r in s["trace_first_over_init"]) + "   |"
               + " ".join(f"{r:6.2f}" for r in s["trace_end_over_first"]))
-    print("\npaired by seed, at the end of training (ratio per seed):")
+    print("\npaired by seed, at the end of training (ratio per seed; geometric mean [95% interval]):")
+    intervals = ratio_intervals(pairs)
     for name, ratios in pairs.items():
-        print(f"  {name:<58}" + " ".join(f"{r:6.2f}" for r in ratios))
-    print(f"\nwrote {out / 'results.json'} and {out / 'landscape_study.png'}")
+        shown = intervals.get(name)
+        tail = (f"   {shown['estimate']:.2f} [{shown['low']:.2f}, {shown['high']:.2f}]"
+                + ("" if shown["excludes_1"] else "  (includes 1: no difference shown)")) if shown else ""
+        print(f"  {name:<58}" + " ".join(f"{r:6.2f}" for r in ratios) + tail)
+    print(f"\nwrote {out / 'results.json'}, {args.results} and {out / 'landscape_study.png'}")
 
 
 if __name__ == "__main__":
