@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+from sslkit.eval.intervals import mean_interval
+
 REPO = Path(__file__).resolve().parents[1]
 EPOCHS = {"1%": 100, "10%": 8}  # 200 steps of 32 images each
 SETTINGS = {  # name: (backbone source, train)
@@ -101,6 +103,18 @@ def main() -> None:
             if runs:
                 per_seed = ", ".join(f"{100 * r['val_top1']:.1f}" for r in runs)
                 lines.append(f"| {labels} | {setting} | {summary([r['val_top1'] for r in runs])} | {per_seed} |")
+    lines += ["", "| labels | paired by seed (same labelled subset) | difference, points: mean [95% t interval] | per seed |",
+              "|---|---|---|---|"]
+    for labels in args.labels:
+        for a, b in (("pretrained", "random"), ("pretrained_bn_only", "random"), ("pretrained", "pretrained_bn_only")):
+            runs = results["runs"]
+            pairs = [(runs.get(f"{a}_{labels.rstrip('%')}pct_seed{s}"), runs.get(f"{b}_{labels.rstrip('%')}pct_seed{s}"))
+                     for s in args.seeds]
+            diffs = [100 * (x["val_top1"] - y["val_top1"]) for x, y in pairs if x and y]
+            if len(diffs) > 1:
+                interval = mean_interval(diffs)
+                lines.append(f"| {labels} | {a} - {b} | {interval.estimate:.1f} [{interval.low:.1f}, {interval.high:.1f}] | "
+                             + ", ".join(f"{d:.1f}" for d in diffs) + " |")
     (out / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
