@@ -260,20 +260,23 @@ def test_finetune_command_from_random_init_batchnorm_only(tmp_path):
     assert "fine-tuning (batchnorm) on 4 labelled images" in out
 
 
-def test_finetune_on_real_photos(tmp_path):
+@pytest.mark.parametrize("train", ["all", "batchnorm", "head"])
+def test_finetune_on_real_photos(tmp_path, train):
     from photos import photo_folder
 
     photo_folder(tmp_path / "data")
     code, out = sslkit(["finetune", "-c", CONFIGS / "finetune_semisup_byol.yaml", *CPU, "--ckpt_path",
-                        "random:test_resnet", "--labels", "1%", f"--data.init_args.root={tmp_path / 'data'}",
+                        "random:test_resnet", "--train", train, "--labels", "1%", f"--data.init_args.root={tmp_path / 'data'}",
                         "--data.init_args.batch_size=4", "--data.init_args.num_workers=0",
                         "--data.init_args.index_cache=null", "--data.init_args.bad_images=skip",
                         "--model.crop_size=64", "--model.resize=72", "--trainer.max_epochs=1",
                         "--trainer.check_val_every_n_epoch=1",
                         "--trainer.logger.init_args.name=photos"], tmp_path)
     assert code == 0, out[-3000:]
+    assert f"fine-tuning ({train})" in out
     run = next((tmp_path / "runs" / "photos").glob("version_*"))
     assert "val/top1" in metrics(run)
+    assert json.loads((run / "finetune.json").read_text())["train"] == train
     labelled = json.loads((run / "labelled.json").read_text())
     assert labelled["per_class"] == [1, 1] and "class-balanced" in labelled["source"]  # not an ImageNet layout
     assert all(name.endswith((".jpg", ".png")) for name in labelled["files"])
