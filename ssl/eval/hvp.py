@@ -156,6 +156,17 @@ class Products:
         self.kept = None
         self.products = 0
 
+    def functional_names(self, who: str, how: str) -> list[str]:
+        """The names of ``params`` in ``model`` (wrapped as ``module``), for ``torch.func.functional_call``;
+        ``who`` needs them and ``how`` they are used, for the error when ``model`` is missing or
+        does not hold them."""
+        if self.module is None:
+            raise ValueError(f"{who} needs model=: the module(s) the closures run, whose parameters params are")
+        names = {id(p): f"module.{name}" for name, p in self.module.named_parameters()}
+        missing = [i for i, p in enumerate(self.params) if id(p) not in names]
+        if missing:
+            raise ValueError(f"params{missing} are not parameters of model: {how} through torch.func.functional_call")
+        return [names[id(p)] for p in self.params]
     def __enter__(self) -> Products:
         self._attention = sdpa_kernel([SDPBackend.MATH])
         self._attention.__enter__()
@@ -255,15 +266,7 @@ class HessianProducts(Products):
             raise ValueError(f"hvp must be one of {HVP_METHODS}, got {hvp!r}")
         self.forward = hvp == "forward-over-reverse"
         if self.forward:
-            if self.module is None:
-                raise ValueError("hvp='forward-over-reverse' needs model=: the module(s) the closures run, "
-                                 "whose parameters params are")
-            names = {id(p): f"module.{name}" for name, p in self.module.named_parameters()}
-            missing = [i for i, p in enumerate(self.params) if id(p) not in names]
-            if missing:
-                raise ValueError(f"params{missing} are not parameters of model: forward-over-reverse "
-                                 f"substitutes them through torch.func.functional_call")
-            self.names = [names[id(p)] for p in self.params]
+            self.names = self.functional_names("hvp='forward-over-reverse'", "forward-over-reverse substitutes them")
             self.keep = False
             try:
                 for i in range(len(self.closures)):
@@ -428,15 +431,7 @@ class EmpiricalFisherProducts(Products):
         if not all(isinstance(c, PerExample) for c in self.closures):
             raise TypeError("the empirical Fisher needs PerExample losses (a loss and the batch it is "
                             "taken over, examples along dim 0), one per batch")
-        if self.module is None:
-            raise ValueError("the empirical Fisher needs model=: the module(s) the loss runs, whose parameters "
-                             "params are (per-example gradients go through torch.func.functional_call)")
-        names = {id(p): f"module.{name}" for name, p in self.module.named_parameters()}
-        missing = [i for i, p in enumerate(self.params) if id(p) not in names]
-        if missing:
-            raise ValueError(f"params{missing} are not parameters of model: per-example gradients "
-                             f"substitute them through torch.func.functional_call")
-        self.names = [names[id(p)] for p in self.params]
+        self.names = self.functional_names("the empirical Fisher", "per-example gradients substitute them")
         self.rtol = rtol
         self.matrices: dict[int, torch.Tensor] = {}
         self.keep = False
