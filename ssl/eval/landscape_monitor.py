@@ -84,8 +84,8 @@ class LandscapeMonitor(pl.Callback):
         """This rank's ``count`` fixed batches of the train split (``rank_share``), prepared."""
         rank = distributed.rank() if rank is None else rank
         world = distributed.world_size() if world is None else world
-        images = (batch for batch in data.eval_loader(data.eval_split("train")) if "image" in batch)
-        out = [data.prepare(batch, module.device) for batch in rank_share(images, count, rank, world)]
+        prepared = (data.prepare(batch, module.device) for batch in data.eval_loader(data.eval_split("train")))
+        out = rank_share((batch for batch in prepared if "image" in batch), count, rank, world)
         if not out:
             raise ValueError(f"the train split has fewer batches than the {world} ranks measuring it")
         return out
