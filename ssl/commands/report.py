@@ -24,6 +24,7 @@ import csv
 import dataclasses
 import json
 import math
+import statistics
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -281,8 +282,6 @@ def attach_finetune_runs(cards: list[dict], runs: list[dict]) -> list[dict]:
 def finetune_table(cards: list[dict], baselines: list[dict]) -> list[str]:
     """Fine-tuning results by checkpoint, mode and labels: val (and test) top-1 as mean ± sd
     over the runs (seeds), with their number."""
-    import statistics
-
     groups: dict[tuple, list[dict]] = {}
     for name, rows in [(c["name"], c.get("finetune", [])) for c in cards] + [
             (b["source"], [b]) for b in baselines]:
