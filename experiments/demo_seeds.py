@@ -7,6 +7,10 @@ same checkpoint (on the run's own data), from the committed configs.
     python experiments/demo_seeds.py --threads 1 --jobs 2                  # two runs at a time on 2 cores
 
 Writes results.json and a markdown table (results.md) to --out; finished runs are reused.
+Wall times depend on the machine as much as on the demo, so machine.json records the
+machine's speed at the start: training images/s of the demos' ``test_resnet`` (32 px, batch
+256, forward and backward) with the runs' thread count; scale a wall time by the ratio of two
+machines' speeds before comparing it with another machine's.
 A run is deterministic for a given machine and thread count; a different thread count
 changes float reductions in the CPU kernels from the first steps on, and training
 amplifies that into a different trajectory, so compare spreads, not single runs.
@@ -47,6 +51,25 @@ PROBE_DATA = {  # the overlays' changes to the data, so the probe scores the run
     "demo_mocov3": ["--data.init_args.saturation=0.0"],
     "demo_dino": ["--data.init_args.saturation=0.0"],
 }
+
+
+SPEED_SCRIPT = """
+import json, time, timm, torch
+net = timm.create_model("test_resnet", num_classes=0)
+x = torch.randn(256, 3, 32, 32)
+for _ in range(2):
+    net(x).sum().backward()
+start = time.perf_counter()
+for _ in range(5):
+    net(x).sum().backward()
+print(json.dumps({"images_per_s": 5 * 256 / (time.perf_counter() - start), "threads": torch.get_num_threads()}))
+"""
+
+
+def machine_speed(env: dict) -> dict:
+    """Training images/s of ``test_resnet`` at 32 px with ``env``'s thread count (a subprocess)."""
+    done = subprocess.run([sys.executable, "-c", SPEED_SCRIPT], check=True, capture_output=True, text=True, env=env)
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def last_logged(metrics: Path, key: str = "val/knn_top1") -> float:
@@ -108,6 +131,10 @@ def main() -> None:
     if args.threads:
         env.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
         tag = f"_t{args.threads}"
+    speed = machine_speed(env)
+    (out / "machine.json").write_text(json.dumps(speed, indent=2))
+    print(f"machine: test_resnet trains at {speed['images_per_s']:.0f} images/s with {speed['threads']} "
+          f"thread(s) (32 px, batch 256)", flush=True)
     results_file = out / "results.json"
     results = json.loads(results_file.read_text()) if results_file.exists() else {}
     todo = [(d, s) for d in args.demos for s in args.seeds if f"{d}_seed{s}{tag}" not in results]
@@ -133,6 +160,8 @@ def main() -> None:
                              f"{statistics.mean(trained):.1f} ± {statistics.stdev(trained):.1f}% "
                              f"(range {max(trained) - min(trained):.1f}) | | gain {min(gain):.1f} to "
                              f"{max(gain):.1f} | | |")
+    lines.insert(0, f"test_resnet trains at {speed['images_per_s']:.0f} images/s on this machine with "
+                    f"{speed['threads']} thread(s) (32 px, batch 256, before the runs).\n")
     (out / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
