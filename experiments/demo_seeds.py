@@ -53,16 +53,14 @@ PROBE_DATA = {  # the overlays' changes to the data, so the probe scores the run
 }
 
 
-SPEED_SCRIPT = """
-import json, time, timm, torch
+SPEED_SCRIPT = f"""
+import json, sys, timm, torch
+sys.path.insert(0, {str(REPO / "tests" / "benchmarks")!r})
+from timing import timed
 net = timm.create_model("test_resnet", num_classes=0)
 x = torch.randn(256, 3, 32, 32)
-for _ in range(2):
-    net(x).sum().backward()
-start = time.perf_counter()
-for _ in range(5):
-    net(x).sum().backward()
-print(json.dumps({"images_per_s": 5 * 256 / (time.perf_counter() - start), "threads": torch.get_num_threads()}))
+seconds = timed(lambda: net(x).sum().backward(), repeats=5, device=torch.device("cpu"))
+print(json.dumps({{"images_per_s": 256 / seconds, "threads": torch.get_num_threads()}}))
 """
 
 
