@@ -8,7 +8,7 @@ same checkpoint (on the run's own data), from the committed configs.
 
 Writes results.json and a markdown table (results.md) to --out; finished runs are reused.
 Wall times depend on the machine as much as on the demo, so machine.json records the
-machine's speed at the start: training images/s of the demos' ``test_resnet`` (32 px, batch
+machine's speed at the start, and each new run's record keeps it (``machine_images_per_s``): training images/s of the demos' ``test_resnet`` (32 px, batch
 256, forward and backward) with the runs' thread count; scale a wall time by the ratio of two
 machines' speeds before comparing it with another machine's.
 A run is deterministic for a given machine and thread count; a different thread count
@@ -138,7 +138,7 @@ def main() -> None:
     todo = [(d, s) for d in args.demos for s in args.seeds if f"{d}_seed{s}{tag}" not in results]
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         for key, record in pool.map(lambda job: one_run(*job, out, env, tag, args.threads), todo):
-            results[key] = {**record, "jobs": args.jobs}
+            results[key] = {**record, "jobs": args.jobs, "machine_images_per_s": speed["images_per_s"]}
             results_file.write_text(json.dumps(results, indent=2))
     lines = ["| run | seed | threads | random init | trained | wall | online top-1 | probe top-1 | gap |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -159,7 +159,8 @@ def main() -> None:
                              f"(range {max(trained) - min(trained):.1f}) | | gain {min(gain):.1f} to "
                              f"{max(gain):.1f} | | |")
     lines.insert(0, f"test_resnet trains at {speed['images_per_s']:.0f} images/s on this machine with "
-                    f"{speed['threads']} thread(s) (32 px, batch 256, before the runs).\n")
+                    f"{speed['threads']} thread(s) (32 px, batch 256, measured before this call's new runs; each record in results.json "
+                    f"keeps the speed of the call that made it as machine_images_per_s).\n")
     (out / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
