@@ -8,9 +8,10 @@ same checkpoint (on the run's own data), from the committed configs.
 
 Writes results.json and a markdown table (results.md) to --out; finished runs are reused.
 Wall times depend on the machine as much as on the demo, so machine.json records the
-machine's speed at the start, and each new run's record keeps it (``machine_images_per_s``): training images/s of the demos' ``test_resnet`` (32 px, batch
-256, forward and backward) with the runs' thread count; scale a wall time by the ratio of two
-machines' speeds before comparing it with another machine's.
+machine's speed at the start, and each new run's record keeps it (``machine_images_per_s``):
+training images/s of the demos' ``test_resnet`` (32 px, batch 256, forward and backward) with
+the runs' thread count. Scale a wall time by the ratio of two machines' speeds before
+comparing it with another machine's.
 A run is deterministic for a given machine and thread count; a different thread count
 changes float reductions in the CPU kernels from the first steps on, and training
 amplifies that into a different trajectory, so compare spreads, not single runs.
