@@ -67,16 +67,18 @@ def upgraded(record: dict) -> dict:
     return record
 
 
-def callbacks_overlay(out: Path, every: int) -> Path:
-    """Checkpoints and the landscape monitor instead of the demo's geometry monitor."""
-    path = out / "landscape_monitor.yaml"
+def callbacks_overlay(out: Path, name: str, every: int) -> Path:
+    """Checkpoints and the landscape monitor instead of the demo's geometry monitor, measuring
+    every arm on batches of the demo's size (the 4x-batch arm on the same images as the others),
+    one file per run so that invocations sharing ``out`` never read each other's."""
+    path = out / f"{name}_monitor.yaml"
     path.write_text(f"""trainer:
   callbacks:
     - class_path: pytorch_lightning.callbacks.ModelCheckpoint
       init_args: {{save_last: true}}
     - class_path: sslkit.eval.LandscapeMonitor
       init_args: {{every_n_epochs: {every}, batches: 1, trace_samples: 10, tol: 0.01, fisher: true,
-                  fisher_batches: 4, at_start: true}}
+                  fisher_batches: 4, at_start: true, batch_size: {BATCH}}}
 """)
     return path
 
@@ -91,7 +93,7 @@ def train(out: Path, name: str, batchnorm: str, background: bool, seed: int, epo
     if not background:
         configs += ["-c", str(REPO / "configs/background_off.yaml")]
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "sslkit.cli", "fit", *configs, "-c", str(callbacks_overlay(out, every)),
+    subprocess.run([sys.executable, "-m", "sslkit.cli", "fit", *configs, "-c", str(callbacks_overlay(out, name, every)),
                     f"--seed_everything={seed}", f"--trainer.max_epochs={epochs}",
                     f"--trainer.check_val_every_n_epoch={epochs}", f"--data.init_args.num_train={num_train}",
                     f"--model.init_args.batchnorm={batchnorm}", f"--data.init_args.batch_size={BATCH * batch_factor}",

@@ -222,3 +222,31 @@ def test_ranks_take_disjoint_shares_of_the_monitors_batches(monkeypatch):
             assert torch.equal(batch["image"], alone[2 * j + r]["image"])
     assert not torch.equal(ranks[0][0]["image"], ranks[1][0]["image"])
 
+
+
+def test_the_monitor_measures_a_larger_batch_run_on_the_smaller_runs_batches():
+    """SGD's noise control trains at 4x the batch; with ``batch_size`` its monitor measures the
+    same images, draws and figures as the monitor of a run whose loader has that batch size."""
+    small, large = tiny_data(batch_size=8), tiny_data(batch_size=16)
+    small.setup("fit"), large.setup("fit")
+    cpu = SimpleNamespace(device=torch.device("cpu"))
+    reference = LandscapeMonitor(batches=2)._batches(small, cpu, 2)
+    cut = LandscapeMonitor(batches=2, batch_size=8)._batches(large, cpu, 2)
+    assert [len(b["image"]) for b in cut] == [8, 8]
+    for a, b in zip(reference, cut):
+        assert a.keys() == b.keys()
+        for key in a:
+            assert torch.equal(torch.as_tensor(a[key]), torch.as_tensor(b[key])) if torch.is_tensor(a[key]) \
+                else a[key] == b[key], key
+    torch.manual_seed(0)
+    module = tiny_moco().train()
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.fill_(0.5)  # away from the zero-gamma kink
+    settings = dict(batches=1, trace_samples=2, tol=0.5, adaptive=False)
+    want = LandscapeMonitor(**settings).measure(SimpleNamespace(datamodule=small, global_step=1), module)
+    got = LandscapeMonitor(**settings, batch_size=8).measure(SimpleNamespace(datamodule=large, global_step=1), module)
+    assert got == want
+    with pytest.raises(ValueError, match="batch_size 32 is larger than the data module's batch of 16"):
+        LandscapeMonitor(batch_size=32)._batches(large, cpu, 1)
