@@ -83,15 +83,34 @@ def callbacks_overlay(out: Path, name: str, every: int) -> Path:
     return path
 
 
+def training_configs(background: bool) -> list[str]:
+    """The demo with its spurious background cue, with or without background augmentations."""
+    configs = ["-c", str(REPO / "configs/demo.yaml"), "-c", str(REPO / "configs/demo_bg.yaml")]
+    return configs + (["-c", str(REPO / "configs/background_off.yaml")] if not background else [])
+
+
+def with_backgrounds(out: Path, name: str, record: dict, background: bool, num_train: int) -> dict:
+    """The run's record with the Backgrounds Challenge of its last checkpoint (``sslkit
+    backgrounds``: kNN top-1 on Original, Only-FG, Mixed-Same, Mixed-Rand and BG-Gap), which
+    shows whether the background augmentations acted on the features by the end of training."""
+    if "backgrounds" in record:
+        return record
+    result = out / f"{name}_backgrounds.json"
+    subprocess.run([sys.executable, "-m", "sslkit.cli", "backgrounds", *training_configs(background),
+                    f"--data.init_args.num_train={num_train}", "--ckpt_path", record["checkpoint"], "--out", str(result)],
+                   check=True, stdout=subprocess.DEVNULL)
+    record["backgrounds"] = json.loads(result.read_text())["knn_top1"]
+    (out / f"{name}.json").write_text(json.dumps(record, indent=2))
+    return record
+
+
 def train(out: Path, name: str, batchnorm: str, background: bool, seed: int, epochs: int, num_train: int,
           every: int, extra: list[str], batch_factor: int = 1) -> dict:
     """One run, or its record from an earlier run of this script."""
     done = out / f"{name}.json"
     if done.exists():
         return upgraded(json.loads(done.read_text()))
-    configs = ["-c", str(REPO / "configs/demo.yaml"), "-c", str(REPO / "configs/demo_bg.yaml")]
-    if not background:
-        configs += ["-c", str(REPO / "configs/background_off.yaml")]
+    configs = training_configs(background)
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "sslkit.cli", "fit", *configs, "-c", str(callbacks_overlay(out, name, every)),
                     f"--seed_everything={seed}", f"--trainer.max_epochs={epochs}",
@@ -134,6 +153,9 @@ def summarise(runs: list[dict]) -> dict:
     if len(runs) > 1:
         for key in ("trace_end_over_init", "trace_first_over_init", "trace_end_over_first"):
             summary[key + "_interval"] = ratio_interval(summary[key], [1.0] * len(runs)).to_dict()
+    if all("backgrounds" in run for run in runs):
+        summary["backgrounds"] = {variant: [run["backgrounds"][variant] for run in runs]
+                                  for variant in runs[0]["backgrounds"]}
     summary["knn_top1"] = [run["knn_top1"] for run in runs]
     summary["online_top1"] = [run["online_top1"] for run in runs]
     return summary
@@ -168,6 +190,24 @@ def paired(runs: dict[str, list[dict]]) -> dict[str, list[float]]:
         if "plain BN, BG aug, 4x batch" in runs and "plain BN, BG aug" in runs:
             large, small = end("plain BN, BG aug, 4x batch", key), end("plain BN, BG aug", key)
             out[f"{label}: 4x batch / 1x, plain BN, BG aug"] = [a / b for a, b in zip(large, small)]
+    return out
+
+
+def background_differences(runs: dict[str, list[dict]]) -> dict[str, dict]:
+    """Same-seed differences, with over without background augmentations, of the Backgrounds
+    Challenge's kNN top-1 (points), with the 95% t interval of their mean."""
+    out = {}
+    for bn in ("plain BN", "split BN"):
+        with_, without = runs.get(f"{bn}, BG aug", []), runs.get(f"{bn}, no BG aug", [])
+        if not with_ or len(with_) != len(without) or not all("backgrounds" in r for r in with_ + without):
+            continue
+        for variant in with_[0]["backgrounds"]:
+            diffs = [100 * (a["backgrounds"][variant] - b["backgrounds"][variant]) for a, b in zip(with_, without)]
+            entry = {"differences": diffs}
+            if len(diffs) > 1:
+                interval = mean_interval(diffs)
+                entry.update(interval.to_dict(), excludes_0=interval.excludes(0.0))
+            out[f"{variant}: BG aug - no BG aug, {bn}"] = entry
     return out
 
 
@@ -217,6 +257,8 @@ def main() -> None:
                         help=f"which arms (0-{len(ARMS) - 1}, in the order of ARMS)")
     parser.add_argument("--results", default=str(REPO / "docs" / "data" / "landscape_study.json"),
                         help="where the results file the docs cite is written (committed with them)")
+    parser.add_argument("--backgrounds", action="store_true",
+                        help="also run the Backgrounds Challenge (sslkit backgrounds) on each run's last checkpoint")
     args, extra = parser.parse_known_args()
     extra = [a for a in extra if a != "--"]
     out = Path(args.out)
@@ -228,6 +270,8 @@ def main() -> None:
                 continue
             record = train(out, f"arm{i}_seed{seed}", batchnorm, background, seed, args.epochs, args.num_train,
                            args.every, extra, factor)
+            if args.backgrounds:
+                record = with_backgrounds(out, f"arm{i}_seed{seed}", record, background, args.num_train)
             runs.setdefault(arm, []).append(record)
             last = record["history"][-1]
             print(f"{arm}, seed {seed}: top {last['val/hessian_top']:.3g}, trace {last['val/hessian_trace']:.4g}, "
@@ -236,8 +280,9 @@ def main() -> None:
                   f"({record['seconds']:.0f} s)", flush=True)
     results = {arm: summarise(records) for arm, records in runs.items()}
     pairs = paired(runs)
+    differences = background_differences(runs)
     text = json.dumps({"settings": vars(args), "arms": results, "paired": pairs, "paired_intervals":
-                       ratio_intervals(pairs), "runs": runs}, indent=2)
+                       ratio_intervals(pairs), "backgrounds_differences": differences, "runs": runs}, indent=2)
     (out / "results.json").write_text(text)
     Path(args.results).parent.mkdir(parents=True, exist_ok=True)
     Path(args.results).write_text(text)
@@ -259,6 +304,11 @@ def main() -> None:
         tail = (f"   {shown['estimate']:.2f} [{shown['low']:.2f}, {shown['high']:.2f}]"
                 + ("" if shown["excludes_1"] else "  (includes 1: no difference shown)")) if shown else ""
         print(f"  {name:<58}" + " ".join(f"{r:6.2f}" for r in ratios) + tail)
+    if differences:
+        print("\nBackgrounds Challenge, kNN top-1, BG aug - no BG aug, same seed (points; mean [95% interval]):")
+        for name, d in differences.items():
+            tail = f"   {d['estimate']:.1f} [{d['low']:.1f}, {d['high']:.1f}]" if "estimate" in d else ""
+            print(f"  {name:<40}" + " ".join(f"{x:6.1f}" for x in d["differences"]) + tail)
     print(f"\nwrote {out / 'results.json'}, {args.results} and {out / 'landscape_study.png'}")
 
 
