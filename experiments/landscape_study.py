@@ -40,11 +40,13 @@ ARMS = {  # name: (batchnorm, background augmentations, batch-size factor)
     "plain BN, no BG aug": ("plain", False, 1),
     "split BN, no BG aug": ("split", False, 1),
     # SGD's noise control (Wei & Schwab, arXiv:1910.00195): 4x the batch at the same learning-rate-to-
-    # batch-size ratio (the demo's rate is batch-scaled), so a quarter of the steps per epoch with a
-    # quarter of the gradient noise
+    # batch-size ratio (the demo's rate is batch-scaled), so the same noise scale lr/B over a quarter of the
+    # steps; the key encoder's momentum follows the EMA scaling rule, m -> m^4 (Busbridge et al. 2023,
+    # "How to scale your EMA"), without which this arm collapsed (docs/landscape.md)
     "plain BN, BG aug, 4x batch": ("plain", True, 4),
 }
 BATCH = 256  # the demo's batch size
+MOMENTUM = 0.99  # the demo's key-encoder momentum per step (configs/demo.yaml)
 QUANTITIES = {"val/hessian_top": "top Hessian eigenvalue", "val/hessian_trace": "Hessian trace",
               "val/fisher_top": "top eigenvalue of the true Fisher", "val/fisher_trace": "true Fisher trace",
               "val/gradient_noise_top": "top eigenvalue of 4 gradients' second moment",
@@ -117,7 +119,8 @@ def train(out: Path, name: str, batchnorm: str, background: bool, seed: int, epo
                     f"--trainer.check_val_every_n_epoch={epochs}", f"--data.init_args.num_train={num_train}",
                     f"--model.init_args.batchnorm={batchnorm}", f"--data.init_args.batch_size={BATCH * batch_factor}",
                     f"--trainer.logger.init_args.save_dir={out}", f"--trainer.logger.init_args.name={name}",
-                    "--trainer.logger.init_args.version=0", "--trainer.enable_progress_bar=false", *extra],
+                    "--trainer.logger.init_args.version=0", "--trainer.enable_progress_bar=false",
+                    f"--model.init_args.momentum={MOMENTUM ** batch_factor:.6g}", *extra],
                    check=True, stdout=subprocess.DEVNULL)
     log = out / name / "version_0"
     last = last_values(log / "metrics.csv")
