@@ -34,19 +34,24 @@ from hardness_study import last_values  # noqa: E402
 
 from sslkit.eval.intervals import mean_interval, ratio_interval  # noqa: E402
 
-ARMS = {  # name: (batchnorm, background augmentations, batch-size factor)
-    "plain BN, BG aug": ("plain", True, 1),
-    "split BN, BG aug": ("split", True, 1),
-    "plain BN, no BG aug": ("plain", False, 1),
-    "split BN, no BG aug": ("split", False, 1),
-    # SGD's noise control (Wei & Schwab, arXiv:1910.00195): 4x the batch at the same learning-rate-to-
-    # batch-size ratio (the demo's rate is batch-scaled), so the same noise scale lr/B over a quarter of the
-    # steps; the key encoder's momentum follows the EMA scaling rule, m -> m^4 (Busbridge et al. 2023,
-    # "How to scale your EMA"), without which this arm collapsed (docs/landscape.md)
-    "plain BN, BG aug, 4x batch": ("plain", True, 4),
+ARMS = {  # name: (batchnorm, background augmentations, batch-size factor, same steps and learning rate)
+    "plain BN, BG aug": ("plain", True, 1, False),
+    "split BN, BG aug": ("split", True, 1, False),
+    "plain BN, no BG aug": ("plain", False, 1, False),
+    "split BN, no BG aug": ("split", False, 1, False),
+    # SGD's noise, at the same learning-rate-to-batch-size ratio (Wei & Schwab, arXiv:1910.00195): 4x the
+    # batch and the (batch-scaled) learning rate, the same epochs, so the same noise scale lr/B over a quarter
+    # of the steps; the key encoder's momentum follows the EMA scaling rule, m -> m^4 (Busbridge et al. 2023,
+    # "How to scale your EMA"). At lr 0.48 this arm collapses in the demo (docs/landscape.md).
+    "plain BN, BG aug, 4x batch and lr": ("plain", True, 4, False),
+    # SGD's noise reduced: 4x the batch at the same learning rate, warm-up and momentum per step and the same
+    # number of steps (5x the epochs), so the same path length with a quarter of the gradient noise: a
+    # step from SGD towards full-batch gradient descent
+    "plain BN, BG aug, 4x batch, same steps": ("plain", True, 4, True),
 }
 BATCH = 256  # the demo's batch size
 MOMENTUM = 0.99  # the demo's key-encoder momentum per step (configs/demo.yaml)
+WARMUP_EPOCHS = 1  # the demo's warm-up (configs/demo.yaml)
 QUANTITIES = {"val/hessian_top": "top Hessian eigenvalue", "val/hessian_trace": "Hessian trace",
               "val/fisher_top": "top eigenvalue of the true Fisher", "val/fisher_trace": "true Fisher trace",
               "val/gradient_noise_top": "top eigenvalue of 4 gradients' second moment",
@@ -107,20 +112,30 @@ def with_backgrounds(out: Path, name: str, record: dict, background: bool, num_t
 
 
 def train(out: Path, name: str, batchnorm: str, background: bool, seed: int, epochs: int, num_train: int,
-          every: int, extra: list[str], batch_factor: int = 1) -> dict:
-    """One run, or its record from an earlier run of this script."""
+          every: int, extra: list[str], batch_factor: int = 1, same_steps: bool = False) -> dict:
+    """One run, or its record from an earlier run of this script. With ``same_steps`` the batch
+    grows by ``batch_factor`` at the same learning rate, warm-up and momentum per step and the
+    same number of steps (so the measurements fall at the same steps); without it the learning
+    rate grows with the batch (the demo's batch scaling) and the momentum by the EMA scaling rule."""
     done = out / f"{name}.json"
     if done.exists():
         return upgraded(json.loads(done.read_text()))
     configs = training_configs(background)
+    batch, schedule = BATCH * batch_factor, []
+    if same_steps:
+        stretch = (num_train // BATCH) // (num_train // batch)  # steps per epoch, 1x over this arm's
+        epochs, every = epochs * stretch, every * stretch
+        schedule = [f"--model.init_args.optim.reference_batch_size={batch}",
+                    f"--model.init_args.optim.warmup_epochs={WARMUP_EPOCHS * stretch}"]
+    momentum = MOMENTUM if same_steps else MOMENTUM ** batch_factor
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "sslkit.cli", "fit", *configs, "-c", str(callbacks_overlay(out, name, every)),
                     f"--seed_everything={seed}", f"--trainer.max_epochs={epochs}",
                     f"--trainer.check_val_every_n_epoch={epochs}", f"--data.init_args.num_train={num_train}",
-                    f"--model.init_args.batchnorm={batchnorm}", f"--data.init_args.batch_size={BATCH * batch_factor}",
+                    f"--model.init_args.batchnorm={batchnorm}", f"--data.init_args.batch_size={batch}",
                     f"--trainer.logger.init_args.save_dir={out}", f"--trainer.logger.init_args.name={name}",
                     "--trainer.logger.init_args.version=0", "--trainer.enable_progress_bar=false",
-                    f"--model.init_args.momentum={MOMENTUM ** batch_factor:.6g}", *extra],
+                    f"--model.init_args.momentum={momentum:.6g}", *schedule, *extra],
                    check=True, stdout=subprocess.DEVNULL)
     log = out / name / "version_0"
     last = last_values(log / "metrics.csv")
@@ -132,12 +147,12 @@ def train(out: Path, name: str, batchnorm: str, background: bool, seed: int, epo
 
 
 def summarise(runs: list[dict]) -> dict:
-    """Per epoch, the mean of each quantity over seeds with its 95% t interval (``low``,
+    """Per measurement (epoch and step), the mean of each quantity over seeds with its 95% t interval (``low``,
     ``high``; from two seeds on) and the seeds' min and max; per run, the trace's ratios: end
     over initialisation, first measurement after it over initialisation, and end over that
     first measurement, with the interval of their geometric mean over seeds."""
     epochs = [h["epoch"] for h in runs[0]["history"]]
-    summary = {"epochs": epochs, "seeds": len(runs)}
+    summary = {"epochs": epochs, "steps": [h["step"] for h in runs[0]["history"]], "seeds": len(runs)}
     for key in QUANTITIES:
         if not all(key in h for run in runs for h in run["history"]):
             continue  # (the true Fisher, the adaptive Hessian, weight norms: not in runs of earlier releases)
@@ -190,9 +205,11 @@ def paired(runs: dict[str, list[dict]]) -> dict[str, list[float]]:
                 continue
             with_, without = end(f"{bn}, BG aug", key), end(f"{bn}, no BG aug", key)
             out[f"{label}: BG aug / no BG aug, {bn}"] = [a / b for a, b in zip(with_, without)]
-        if "plain BN, BG aug, 4x batch" in runs and "plain BN, BG aug" in runs:
-            large, small = end("plain BN, BG aug, 4x batch", key), end("plain BN, BG aug", key)
-            out[f"{label}: 4x batch / 1x, plain BN, BG aug"] = [a / b for a, b in zip(large, small)]
+        for arm in runs:
+            if "4x batch" in arm and "plain BN, BG aug" in runs:
+                large, small = end(arm, key), end("plain BN, BG aug", key)
+                name = f"{label}: {arm.removeprefix('plain BN, BG aug, ')} / 1x, plain BN, BG aug"
+                out[name] = [a / b for a, b in zip(large, small)]
     return out
 
 
@@ -236,11 +253,11 @@ def plot(results: dict, path: Path) -> None:
     for ax, (key, title) in zip(axes, shown.items()):
         for i, (arm, summary) in enumerate(results.items()):
             style = "-" if "split" in arm else "--"
-            ax.plot(summary["epochs"], summary[key]["mean"], style, color=f"C{i}", label=arm, marker="o", ms=3)
+            ax.plot(summary["steps"], summary[key]["mean"], style, color=f"C{i}", label=arm, marker="o", ms=3)
             low, high = summary[key].get("low", summary[key]["min"]), summary[key].get("high", summary[key]["max"])
-            ax.fill_between(summary["epochs"], [max(v, 1e-12) for v in low], high, color=f"C{i}", alpha=0.15)
+            ax.fill_between(summary["steps"], [max(v, 1e-12) for v in low], high, color=f"C{i}", alpha=0.15)
         ax.set_yscale("log")
-        ax.set_xlabel("epoch")
+        ax.set_xlabel("step")
         ax.set_title(title, fontsize=9)
     axes[0].legend(fontsize=7)
     fig.suptitle("MoCo v2 demo: InfoNCE landscape on a fixed batch (mean over seeds, band = 95% t interval)", fontsize=9)
@@ -260,6 +277,8 @@ def main() -> None:
                         help=f"which arms (0-{len(ARMS) - 1}, in the order of ARMS)")
     parser.add_argument("--results", default=str(REPO / "docs" / "data" / "landscape_study.json"),
                         help="where the results file the docs cite is written (committed with them)")
+    parser.add_argument("--only_finished", action="store_true",
+                        help="summarise the runs already finished in --out, training none (a partial study)")
     parser.add_argument("--backgrounds", action="store_true",
                         help="also run the Backgrounds Challenge (sslkit backgrounds) on each run's last checkpoint")
     args, extra = parser.parse_known_args()
@@ -268,11 +287,14 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     runs: dict[str, list[dict]] = {}
     for seed in args.seeds:
-        for i, (arm, (batchnorm, background, factor)) in enumerate(ARMS.items()):
+        for i, (arm, (batchnorm, background, factor, same_steps)) in enumerate(ARMS.items()):
             if i not in args.arms:
                 continue
+            if args.only_finished and not (out / f"arm{i}_seed{seed}.json").exists():
+                print(f"{arm}, seed {seed}: not run (--only_finished)")
+                continue
             record = train(out, f"arm{i}_seed{seed}", batchnorm, background, seed, args.epochs, args.num_train,
-                           args.every, extra, factor)
+                           args.every, extra, factor, same_steps)
             if args.backgrounds:
                 record = with_backgrounds(out, f"arm{i}_seed{seed}", record, background, args.num_train)
             runs.setdefault(arm, []).append(record)
