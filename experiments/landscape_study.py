@@ -65,8 +65,23 @@ SHORT = {"val/hessian_top": "top", "val/hessian_trace": "trace", "val/fisher_top
 RENAMED = {"val/gradient_moment_top": "val/gradient_noise_top"}  # runs logged before this release
 
 
+TRAINING = ("train/loss", "train/positive_sim", "train/negative_sim", "train/embedding_spread")
+
+
+def training_state(metrics: Path) -> dict[str, float]:
+    """The last logged loss, positive and negative similarity and embedding spread (about 1
+    when spread over the sphere, near 0 when collapsed) of a run: a flat landscape may be a
+    collapsed network."""
+    last = last_values(metrics)
+    return {key: last[key] for key in TRAINING if key in last}
+
+
 def upgraded(record: dict) -> dict:
-    """A run's record with the metrics of earlier releases under their present names."""
+    """A run's record with the metrics of earlier releases under their present names, and its
+    training state where the record predates it and the run's log is still there."""
+    metrics = Path(record["checkpoint"]).parents[1] / "metrics.csv"
+    if "train" not in record and metrics.exists():
+        record["train"] = training_state(metrics)
     for h in record["history"]:
         for old, new in RENAMED.items():
             if old in h:
@@ -141,7 +156,7 @@ def train(out: Path, name: str, batchnorm: str, background: bool, seed: int, epo
     last = last_values(log / "metrics.csv")
     record = {"seconds": time.perf_counter() - start, "knn_top1": last["val/knn_top1"],
               "online_top1": last.get("val/online_top1"), "history": json.loads((log / "landscape.json").read_text()),
-              "checkpoint": str(log / "checkpoints" / "last.ckpt")}
+              "checkpoint": str(log / "checkpoints" / "last.ckpt"), "train": training_state(log / "metrics.csv")}
     done.write_text(json.dumps(record, indent=2))
     return upgraded(record)
 

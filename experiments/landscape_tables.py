@@ -51,16 +51,21 @@ def shown_quantities(runs: dict[str, list[dict]]) -> list[str]:
 
 
 def point_table(runs: dict[str, list[dict]], index: int, title: str) -> str:
-    """Each arm's quantities at one measurement (0: initialisation, -1: end of training)."""
+    """Each arm's quantities at one measurement (0: initialisation, -1: end of training), and
+    at the end the kNN accuracy and the embedding spread of the last training step (near 0:
+    collapsed)."""
     shown = shown_quantities(runs)
-    epoch = {run["history"][index]["epoch"] for arm in runs.values() for run in arm}
-    lines = [f"{title} (epoch {', '.join(str(e) for e in sorted(epoch))}; mean over seeds [95% interval]):", "",
-             "| arm | seeds | " + " | ".join(SHORT[k] for k in shown) + " | kNN top-1 (%) |",
-             "|---" * (len(shown) + 3) + "|"]
+    step = {run["history"][index]["step"] for arm in runs.values() for run in arm}
+    lines = [f"{title} (step {', '.join(str(e) for e in sorted(step))}; mean over seeds [95% interval]):", "",
+             "| arm | seeds | " + " | ".join(SHORT[k] for k in shown) + " | kNN top-1 (%) | embedding spread |",
+             "|---" * (len(shown) + 4) + "|"]
     for arm, records in runs.items():
         cells = [mean_cell([run["history"][index][k] for run in records]) for k in shown]
+        end = index == -1
+        spread = [run.get("train", {}).get("train/embedding_spread") for run in records]
         lines.append(f"| {arm} | {len(records)} | " + " | ".join(cells) + " | "
-                     + (mean_cell([run["knn_top1"] for run in records], 100) if index == -1 else "-") + " |")
+                     + (mean_cell([run["knn_top1"] for run in records], 100) if end else "-") + " | "
+                     + (mean_cell(spread) if end and None not in spread else "-") + " |")
     return "\n".join(lines)
 
 
@@ -68,8 +73,8 @@ def over_time_table(runs: dict[str, list[dict]]) -> str:
     """Per arm, same-run ratios: first measurement after initialisation over initialisation,
     and end of training over that first measurement."""
     keys = [k for k in OVER_TIME if k in shown_quantities(runs)]
-    first = {run["history"][1]["epoch"] for arm in runs.values() for run in arm}
-    lines = [f"Same-run ratios over time (first = epoch {', '.join(str(e) for e in sorted(first))}; geometric mean "
+    first = {run["history"][1]["step"] for arm in runs.values() for run in arm}
+    lines = [f"Same-run ratios over time (first = step {', '.join(str(e) for e in sorted(first))}; geometric mean "
              "over seeds [95% interval]):", "",
              "| arm | " + " | ".join(f"{SHORT[k]}: first / init | {SHORT[k]}: end / first" for k in keys) + " |",
              "|---" * (2 * len(keys) + 1) + "|"]
