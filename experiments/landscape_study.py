@@ -200,9 +200,13 @@ def paired(runs: dict[str, list[dict]]) -> dict[str, list[float]]:
     control over the plain arm, for the trace, the true Fisher's top eigenvalue and trace, the
     adaptive (BN-scale invariant) Hessian's top eigenvalue and trace, the weight norm and the
     gradient noise (where measured). ``ratio_intervals`` gives each its interval."""
-    def end(arm: str, key: str) -> list[float]:
-        return [run["history"][-1][key] for run in runs[arm]]
+    def ratios(top: str, bottom: str, key: str) -> list[float]:
+        return [a["history"][-1][key] / b["history"][-1][key] for a, b in same_seeds(runs[top], runs[bottom])]
 
+    comparisons = [(f"split BN, {bg}", f"plain BN, {bg}", f"split / plain BN, {bg}") for bg in ("BG aug", "no BG aug")]
+    comparisons += [(f"{bn}, BG aug", f"{bn}, no BG aug", f"BG aug / no BG aug, {bn}") for bn in ("plain BN", "split BN")]
+    comparisons += [(arm, "plain BN, BG aug", f"{arm.removeprefix('plain BN, BG aug, ')} / 1x, plain BN, BG aug")
+                    for arm in runs if "4x batch" in arm]
     out = {}
     for key, label in (("val/hessian_trace", "trace"), ("val/fisher_top", "Fisher top"),
                        ("val/fisher_trace", "Fisher trace"), ("val/adaptive_hessian_top", "adaptive top"),
@@ -210,22 +214,18 @@ def paired(runs: dict[str, list[dict]]) -> dict[str, list[float]]:
                        ("val/gradient_noise_top", "gradient noise top")):
         if not all(key in run["history"][-1] for arm in runs.values() for run in arm):
             continue
-        for bg in ("BG aug", "no BG aug"):
-            if f"split BN, {bg}" not in runs or f"plain BN, {bg}" not in runs:
-                continue
-            split, plain = end(f"split BN, {bg}", key), end(f"plain BN, {bg}", key)
-            out[f"{label}: split / plain BN, {bg}"] = [s / p for s, p in zip(split, plain)]
-        for bn in ("plain BN", "split BN"):
-            if f"{bn}, BG aug" not in runs or f"{bn}, no BG aug" not in runs:
-                continue
-            with_, without = end(f"{bn}, BG aug", key), end(f"{bn}, no BG aug", key)
-            out[f"{label}: BG aug / no BG aug, {bn}"] = [a / b for a, b in zip(with_, without)]
-        for arm in runs:
-            if "4x batch" in arm and "plain BN, BG aug" in runs:
-                large, small = end(arm, key), end("plain BN, BG aug", key)
-                name = f"{label}: {arm.removeprefix('plain BN, BG aug, ')} / 1x, plain BN, BG aug"
-                out[name] = [a / b for a, b in zip(large, small)]
+        for top, bottom, name in comparisons:
+            if top in runs and bottom in runs:
+                out[f"{label}: {name}"] = ratios(top, bottom, key)
     return out
+
+
+def same_seeds(a: list[dict], b: list[dict]) -> list[tuple[dict, dict]]:
+    """The records of two arms paired by seed (records of earlier releases, without one: in order)."""
+    if not all("seed" in r for r in a + b):
+        return list(zip(a, b))
+    by_seed = {r["seed"]: r for r in b}
+    return [(r, by_seed[r["seed"]]) for r in a if r["seed"] in by_seed]
 
 
 def background_differences(runs: dict[str, list[dict]]) -> dict[str, dict]:
@@ -233,11 +233,11 @@ def background_differences(runs: dict[str, list[dict]]) -> dict[str, dict]:
     Challenge's kNN top-1 (points), with the 95% t interval of their mean."""
     out = {}
     for bn in ("plain BN", "split BN"):
-        with_, without = runs.get(f"{bn}, BG aug", []), runs.get(f"{bn}, no BG aug", [])
-        if not with_ or len(with_) != len(without) or not all("backgrounds" in r for r in with_ + without):
+        pairs = same_seeds(runs.get(f"{bn}, BG aug", []), runs.get(f"{bn}, no BG aug", []))
+        if not pairs or not all("backgrounds" in r for pair in pairs for r in pair):
             continue
-        for variant in with_[0]["backgrounds"]:
-            diffs = [100 * (a["backgrounds"][variant] - b["backgrounds"][variant]) for a, b in zip(with_, without)]
+        for variant in pairs[0][0]["backgrounds"]:
+            diffs = [100 * (a["backgrounds"][variant] - b["backgrounds"][variant]) for a, b in pairs]
             entry = {"differences": diffs}
             if len(diffs) > 1:
                 interval = mean_interval(diffs)
@@ -312,7 +312,7 @@ def main() -> None:
                            args.every, extra, factor, same_steps)
             if args.backgrounds:
                 record = with_backgrounds(out, f"arm{i}_seed{seed}", record, background, args.num_train)
-            runs.setdefault(arm, []).append(record)
+            runs.setdefault(arm, []).append({**record, "seed": seed})
             last = record["history"][-1]
             print(f"{arm}, seed {seed}: top {last['val/hessian_top']:.3g}, trace {last['val/hessian_trace']:.4g}, "
                   f"Fisher top {last.get('val/fisher_top', float('nan')):.3g}, gradient noise "
