@@ -257,25 +257,37 @@ def ratio_intervals(pairs: dict[str, list[float]]) -> dict[str, dict]:
     return out
 
 
-def plot(results: dict, path: Path) -> None:
+def plot(results: dict, runs: dict[str, list[dict]], path: Path) -> None:
+    """Each quantity by step, mean over seeds with the seeds' min-max band (log scale; the
+    tables carry the intervals). Arms whose runs collapsed (embedding spread under 0.05 at the
+    end) are left out: their near-zero curvature would set the scale."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    shown = {k: v for k, v in QUANTITIES.items() if all(k in s for s in results.values())}
-    fig, axes = plt.subplots(1, len(shown), figsize=(4.2 * len(shown), 3.4))
-    for ax, (key, title) in zip(axes, shown.items()):
+    collapsed = {arm for arm, records in runs.items()
+                 if any(r.get("train", {}).get("train/embedding_spread", 1.0) < 0.05 for r in records)}
+    drawn = {arm: s for arm, s in results.items() if arm not in collapsed}
+    shown = {k: v for k, v in QUANTITIES.items() if all(k in s for s in drawn.values())}
+    columns = (len(shown) + 1) // 2
+    fig, axes = plt.subplots(2, columns, figsize=(4.2 * columns, 6.6), squeeze=False)
+    for ax, (key, title) in zip(axes.flat, shown.items()):
         for i, (arm, summary) in enumerate(results.items()):
+            if arm in collapsed:
+                continue
             style = "-" if "split" in arm else "--"
             ax.plot(summary["steps"], summary[key]["mean"], style, color=f"C{i}", label=arm, marker="o", ms=3)
-            low, high = summary[key].get("low", summary[key]["min"]), summary[key].get("high", summary[key]["max"])
-            ax.fill_between(summary["steps"], [max(v, 1e-12) for v in low], high, color=f"C{i}", alpha=0.15)
+            ax.fill_between(summary["steps"], summary[key]["min"], summary[key]["max"], color=f"C{i}", alpha=0.15)
         ax.set_yscale("log")
         ax.set_xlabel("step")
         ax.set_title(title, fontsize=9)
-    axes[0].legend(fontsize=7)
-    fig.suptitle("MoCo v2 demo: InfoNCE landscape on a fixed batch (mean over seeds, band = 95% t interval)", fontsize=9)
+    for ax in list(axes.flat)[len(shown):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    note = f"; not drawn, collapsed: {', '.join(sorted(collapsed))}" if collapsed else ""
+    fig.suptitle("MoCo v2 demo: InfoNCE landscape on a fixed batch (mean over seeds, band = seeds' min-max"
+                 + note + ")", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -326,7 +338,7 @@ def main() -> None:
     (out / "results.json").write_text(text)
     Path(args.results).parent.mkdir(parents=True, exist_ok=True)
     Path(args.results).write_text(text)
-    plot(results, out / "landscape_study.png")
+    plot(results, runs, out / "landscape_study.png")
     shown = [k for k in QUANTITIES if all(k in s for s in results.values())]
     print(f"\n{'arm':<22}" + "".join(f"{SHORT[k] + ' (init -> end)':>26}" for k in shown)
           + f"{'kNN':>8}")
