@@ -185,7 +185,8 @@ def summarise(runs: list[dict]) -> dict:
                                        for run in runs]
     if len(runs) > 1:
         for key in ("trace_end_over_init", "trace_first_over_init", "trace_end_over_first"):
-            summary[key + "_interval"] = ratio_interval(summary[key], [1.0] * len(runs)).to_dict()
+            if all(r > 0 for r in summary[key]):  # (a collapsed run's trace is noise about 0)
+                summary[key + "_interval"] = ratio_interval(summary[key], [1.0] * len(runs)).to_dict()
     if all("backgrounds" in run for run in runs):
         summary["backgrounds"] = {variant: [run["backgrounds"][variant] for run in runs]
                                   for variant in runs[0]["backgrounds"]}

@@ -176,3 +176,20 @@ def test_every_python_block_of_the_readme_runs(tmp_path, monkeypatch):
     release_files(tmp_path)
     for block in blocks:
         exec(compile(block, "README.md", "exec"), {"__name__": "readme"})
+
+
+def test_the_landscape_page_quotes_its_committed_results():
+    """docs/landscape.md states only what its committed results support: every table on the
+    page is rendered again here from the committed results files, intervals included."""
+    sys.path.insert(0, str(Path(REPO) / "experiments"))
+    import json
+
+    from landscape_tables import tables
+
+    page = (Path(REPO) / "docs" / "landscape.md").read_text()
+    files = sorted((Path(REPO) / "docs" / "data").glob("landscape_study*.json"))
+    assert files, "docs/data/landscape_study*.json: the results the page cites are not committed"
+    for path in files:
+        assert f"docs/data/{path.name}" in page, f"docs/landscape.md does not cite {path.name}"
+        for table in tables(json.loads(path.read_text())):
+            assert table in page, f"docs/landscape.md lacks this table of {path.name}, or quotes it otherwise:\n{table}"
