@@ -21,6 +21,7 @@ Writes results.json and landscape_study.png to --out; finished runs are reused o
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import statistics
 import subprocess
@@ -32,7 +33,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "experiments"))
 from hardness_study import last_values  # noqa: E402
 
-from sslkit.eval.intervals import mean_interval, ratio_interval  # noqa: E402
+from sslkit.eval.intervals import mean_interval  # noqa: E402
+from sslkit.reliability import NumericalGuard  # noqa: E402
 
 ARMS = {  # name: (batchnorm, background augmentations, batch-size factor, same steps and learning rate)
     "plain BN, BG aug": ("plain", True, 1, False),
@@ -163,9 +165,8 @@ def train(out: Path, name: str, batchnorm: str, background: bool, seed: int, epo
 
 def summarise(runs: list[dict]) -> dict:
     """Per measurement (epoch and step), the mean of each quantity over seeds with its 95% t interval (``low``,
-    ``high``; from two seeds on) and the seeds' min and max; per run, the trace's ratios: end
-    over initialisation, first measurement after it over initialisation, and end over that
-    first measurement, with the interval of their geometric mean over seeds."""
+    ``high``; from two seeds on) and the seeds' min and max, for the plot. The ratios and their
+    intervals are ``landscape_tables``' (rendered from ``runs`` and ``paired``)."""
     epochs = [h["epoch"] for h in runs[0]["history"]]
     summary = {"epochs": epochs, "steps": [h["step"] for h in runs[0]["history"]], "seeds": len(runs)}
     for key in QUANTITIES:
@@ -177,16 +178,6 @@ def summarise(runs: list[dict]) -> dict:
         if len(runs) > 1:
             intervals = [mean_interval(v) for v in zip(*values)]
             summary[key]["low"], summary[key]["high"] = [i.low for i in intervals], [i.high for i in intervals]
-    summary["trace_end_over_init"] = [run["history"][-1]["val/hessian_trace"] / run["history"][0]["val/hessian_trace"]
-                                      for run in runs]
-    summary["trace_first_over_init"] = [run["history"][1]["val/hessian_trace"] / run["history"][0]["val/hessian_trace"]
-                                        for run in runs]
-    summary["trace_end_over_first"] = [run["history"][-1]["val/hessian_trace"] / run["history"][1]["val/hessian_trace"]
-                                       for run in runs]
-    if len(runs) > 1:
-        for key in ("trace_end_over_init", "trace_first_over_init", "trace_end_over_first"):
-            if all(r > 0 for r in summary[key]):  # (a collapsed run's trace is noise about 0)
-                summary[key + "_interval"] = ratio_interval(summary[key], [1.0] * len(runs)).to_dict()
     if all("backgrounds" in run for run in runs):
         summary["backgrounds"] = {variant: [run["backgrounds"][variant] for run in runs]
                                   for variant in runs[0]["backgrounds"]}
@@ -200,7 +191,7 @@ def paired(runs: dict[str, list[dict]]) -> dict[str, list[float]]:
     background augmentations), with over without background augmentations, and the 4x-batch
     control over the plain arm, for the trace, the true Fisher's top eigenvalue and trace, the
     adaptive (BN-scale invariant) Hessian's top eigenvalue and trace, the weight norm and the
-    gradient noise (where measured). ``ratio_intervals`` gives each its interval."""
+    gradient noise (where measured); ``landscape_tables`` gives each its interval."""
     def ratios(top: str, bottom: str, key: str) -> list[float]:
         return [a["history"][-1][key] / b["history"][-1][key] for a, b in same_seeds(runs[top], runs[bottom])]
 
@@ -247,28 +238,18 @@ def background_differences(runs: dict[str, list[dict]]) -> dict[str, dict]:
     return out
 
 
-def ratio_intervals(pairs: dict[str, list[float]]) -> dict[str, dict]:
-    """The geometric mean of each list of same-seed ratios with its 95% interval (log scale),
-    and whether the interval excludes 1 (no claim of a difference without it)."""
-    out = {}
-    for name, ratios in pairs.items():
-        if len(ratios) > 1 and all(r > 0 for r in ratios):
-            interval = ratio_interval(ratios, [1.0] * len(ratios))
-            out[name] = {**interval.to_dict(), "excludes_1": interval.excludes(1.0)}
-    return out
-
-
 def plot(results: dict, runs: dict[str, list[dict]], path: Path) -> None:
     """Each quantity by step, mean over seeds with the seeds' min-max band (log scale; the
-    tables carry the intervals). Arms whose runs collapsed (embedding spread under 0.05 at the
-    end) are left out: their near-zero curvature would set the scale."""
+    tables carry the intervals). Arms whose runs collapsed (embedding spread at the end under
+    ``NumericalGuard``'s collapse threshold) are left out: their near-zero curvature would set the scale."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    threshold = inspect.signature(NumericalGuard).parameters["collapse_threshold"].default
     collapsed = {arm for arm, records in runs.items()
-                 if any(r.get("train", {}).get("train/embedding_spread", 1.0) < 0.05 for r in records)}
+                 if any(r.get("train", {}).get("train/embedding_spread", 1.0) < threshold for r in records)}
     drawn = {arm: s for arm, s in results.items() if arm not in collapsed}
     shown = {k: v for k, v in QUANTITIES.items() if all(k in s for s in drawn.values())}
     columns = (len(shown) + 1) // 2
@@ -334,34 +315,16 @@ def main() -> None:
     results = {arm: summarise(records) for arm, records in runs.items()}
     pairs = paired(runs)
     differences = background_differences(runs)
-    text = json.dumps({"settings": vars(args), "arms": results, "paired": pairs, "paired_intervals":
-                       ratio_intervals(pairs), "backgrounds_differences": differences, "runs": runs}, indent=2)
+    summary = {"settings": vars(args), "arms": results, "paired": pairs, "backgrounds_differences": differences,
+               "runs": runs}
+    text = json.dumps(summary, indent=2)
     (out / "results.json").write_text(text)
     Path(args.results).parent.mkdir(parents=True, exist_ok=True)
     Path(args.results).write_text(text)
     plot(results, runs, out / "landscape_study.png")
-    shown = [k for k in QUANTITIES if all(k in s for s in results.values())]
-    print(f"\n{'arm':<22}" + "".join(f"{SHORT[k] + ' (init -> end)':>26}" for k in shown)
-          + f"{'kNN':>8}")
-    for arm, s in results.items():
-        cells = [f"{s[k]['mean'][0]:.3g} -> {s[k]['mean'][-1]:.3g}" for k in shown]
-        print(f"{arm:<22}" + "".join(f"{c:>26}" for c in cells) + f"{100 * statistics.fmean(s['knn_top1']):>7.1f}%")
-    print("\ntrace ratios per seed: first measurement / init, end / first measurement")
-    for arm, s in results.items():
-        print(f"  {arm:<22}" + " ".join(f"{r:8.2g}" for r in s["trace_first_over_init"]) + "   |"
-              + " ".join(f"{r:6.2f}" for r in s["trace_end_over_first"]))
-    print("\npaired by seed, at the end of training (ratio per seed; geometric mean [95% interval]):")
-    intervals = ratio_intervals(pairs)
-    for name, ratios in pairs.items():
-        shown = intervals.get(name)
-        tail = (f"   {shown['estimate']:.2f} [{shown['low']:.2f}, {shown['high']:.2f}]"
-                + ("" if shown["excludes_1"] else "  (includes 1: no difference shown)")) if shown else ""
-        print(f"  {name:<58}" + " ".join(f"{r:6.2f}" for r in ratios) + tail)
-    if differences:
-        print("\nBackgrounds Challenge, kNN top-1, BG aug - no BG aug, same seed (points; mean [95% interval]):")
-        for name, d in differences.items():
-            tail = f"   {d['estimate']:.1f} [{d['low']:.1f}, {d['high']:.1f}]" if "estimate" in d else ""
-            print(f"  {name:<40}" + " ".join(f"{x:6.1f}" for x in d["differences"]) + tail)
+    from landscape_tables import tables
+
+    print("\n" + "\n\n".join(tables(summary)))
     print(f"\nwrote {out / 'results.json'}, {args.results} and {out / 'landscape_study.png'}")
 
 
