@@ -21,7 +21,6 @@ Writes results.json and landscape_study.png to --out; finished runs are reused o
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import statistics
 import subprocess
@@ -34,7 +33,7 @@ sys.path.insert(0, str(REPO / "experiments"))
 from hardness_study import last_values  # noqa: E402
 
 from sslkit.eval.intervals import mean_interval  # noqa: E402
-from sslkit.reliability import NumericalGuard  # noqa: E402
+from sslkit.reliability import COLLAPSE_THRESHOLD  # noqa: E402
 
 ARMS = {  # name: (batchnorm, background augmentations, batch-size factor, same steps and learning rate)
     "plain BN, BG aug": ("plain", True, 1, False),
@@ -247,9 +246,8 @@ def plot(results: dict, runs: dict[str, list[dict]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    threshold = inspect.signature(NumericalGuard).parameters["collapse_threshold"].default
     collapsed = {arm for arm, records in runs.items()
-                 if any(r.get("train", {}).get("train/embedding_spread", 1.0) < threshold for r in records)}
+                 if any(r.get("train", {}).get("train/embedding_spread", 1.0) < COLLAPSE_THRESHOLD for r in records)}
     drawn = {arm: s for arm, s in results.items() if arm not in collapsed}
     shown = {k: v for k, v in QUANTITIES.items() if all(k in s for s in drawn.values())}
     columns = (len(shown) + 1) // 2

@@ -90,6 +90,10 @@ def find_last_checkpoint(trainer: pl.Trainer) -> Path | None:
     return max(found, key=lambda p: p.stat().st_mtime) if found else None
 
 
+COLLAPSE_THRESHOLD = 0.05
+"""``train/embedding_spread`` below this counts as collapse (about 1 when spread, 0 when collapsed)."""
+
+
 class NumericalGuard(pl.Callback):
     """Watches for numerical faults and representation collapse.
 
@@ -102,7 +106,7 @@ class NumericalGuard(pl.Callback):
     """
 
     def __init__(self, on_fault: str = "stop", snapshot_every: int = 50, max_rollbacks: int = 3,
-                 collapse_threshold: float = 0.05, collapse_patience: int = 20) -> None:
+                 collapse_threshold: float = COLLAPSE_THRESHOLD, collapse_patience: int = 20) -> None:
         if on_fault not in ("stop", "rollback"):
             raise ValueError(f"on_fault must be 'stop' or 'rollback', got '{on_fault}'")
         self.on_fault, self.snapshot_every, self.max_rollbacks = on_fault, snapshot_every, max_rollbacks

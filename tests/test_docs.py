@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import re
 import shlex
 import sys
@@ -182,8 +183,6 @@ def test_the_landscape_page_quotes_its_committed_results():
     """docs/landscape.md states only what its committed results support: every table on the
     page is rendered again here from the committed results files, intervals included."""
     sys.path.insert(0, str(Path(REPO) / "experiments"))
-    import json
-
     from landscape_tables import tables
 
     page = (Path(REPO) / "docs" / "landscape.md").read_text()
