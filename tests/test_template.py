@@ -11,7 +11,7 @@ import pytorch_lightning as pl
 import torch
 import yaml
 
-from helpers import invoke, tiny_baseline, tiny_data, tiny_trainer
+from helpers import invoke, tiny_baseline, tiny_byol, tiny_data, tiny_trainer
 from sslkit.methods import BYOL, BarlowTwins, OptimConfig, SimSiam, SSLMethod, SwAV
 
 CONFIG = {
@@ -101,18 +101,43 @@ def test_barlow_twins_rates_follow_main_py_at_any_batch_size(tmp_path, batch_siz
         assert groups["weights"][1:] == (1e-6, False) and groups["biases"][1:] == (0.0, True)
 
 
-def test_simsiam_predictor_keeps_the_peak_rate_as_fix_pred_lr(tmp_path):
+@pytest.mark.parametrize("pred_lr_mult", [1.0, 10.0])
+def test_simsiam_predictor_keeps_the_peak_rate_as_fix_pred_lr(tmp_path, pred_lr_mult):
     """main_simsiam.py adjust_learning_rate: per epoch, ``init_lr * 0.5 (1 + cos(pi epoch /
-    epochs))``, and ``init_lr`` for the predictor with ``--fix-pred-lr``."""
-    model = tiny_baseline("SimSiam", optim={"lr": 0.05, "schedule_interval": "epoch", "weight_decay": 1e-4})
+    epochs))``, and ``init_lr`` for the predictor with ``--fix-pred-lr`` (x ``pred_lr_mult``)."""
+    model = tiny_baseline("SimSiam", optim={"lr": 0.05, "schedule_interval": "epoch", "weight_decay": 1e-4},
+                          pred_lr_mult=pred_lr_mult)
     rates = LearningRates()
     tiny_trainer(tmp_path, max_steps=12, max_epochs=3, callbacks=[rates], limit_val_batches=0).fit(model, tiny_data())
     init_lr = 0.05 * 16 / 256
+    assert len(rates.seen) == 12
     for step, groups in enumerate(rates.seen):
         epoch = step // 4
         assert groups["encoder"][0] == pytest.approx(init_lr * 0.5 * (1 + math.cos(math.pi * epoch / 3)), rel=1e-9)
-        assert groups["predictor"][0] == pytest.approx(init_lr, rel=1e-12)
+        assert groups["predictor"][0] == pytest.approx(pred_lr_mult * init_lr, rel=1e-12)
         assert groups["encoder"][1] == groups["predictor"][1] == 1e-4
+
+
+def test_byol_predictor_at_pred_lr_mult_follows_the_byol_schedule(tmp_path):
+    """With ``pred_lr_mult`` the predictor has a group of its own at that multiple of
+    ``byol/utils/schedules.py``'s ``learning_schedule`` (rebuilt in test_schedules); at 1 the
+    method keeps one group, the layout of earlier checkpoints."""
+    from test_schedules import byol_schedule
+
+    assert [g["name"] for g in tiny_byol().param_groups()] == ["all"]
+    model = tiny_byol(pred_lr_mult=10.0, optim={"name": "sgd", "lr": 0.2, "warmup_epochs": 1,
+                                                  "warmup_ends_at_peak": False, "exclude_bias_and_norm": False})
+    rates = LearningRates()
+    tiny_trainer(tmp_path, max_steps=12, max_epochs=3, callbacks=[rates], limit_val_batches=0).fit(model, tiny_data())
+    assert len(rates.seen) == 12
+    for step, groups in enumerate(rates.seen):
+        assert groups["encoder"][0] == pytest.approx(byol_schedule(step, 16, 0.2, 12, 4), rel=1e-9, abs=1e-15)
+        assert groups["predictor"][0] == pytest.approx(10 * byol_schedule(step, 16, 0.2, 12, 4), rel=1e-9, abs=1e-15)
+    predictor = {id(p) for p in model.predictor.parameters()}
+    optimiser = model.trainer.optimizers[0]
+    grouped = {g["name"]: {id(p) for p in g["params"]} for g in optimiser.param_groups}
+    assert grouped["predictor"] == predictor
+    assert grouped["encoder"] == {id(p) for p in model.trainable_parameters()} - predictor
 
 
 class Grouped(SimSiam):

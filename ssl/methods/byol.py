@@ -30,6 +30,9 @@ class BYOL(SSLMethod):
         backbone: the online network's backbone (``BackboneConfig``).
         proj_hidden_dim, proj_output_dim: projector ``Linear-BN-ReLU-Linear`` (4096 -> 256).
         pred_hidden_dim: predictor hidden width (4096; output = ``proj_output_dim``).
+        pred_lr_mult: the predictor's rate as a multiple of the scheduled one (1, as BYOL; Tian
+            et al. 2021, arXiv 2102.06810, study a faster predictor). At 1 all parameters form
+            one group, as checkpoints of earlier versions expect.
         momentum, momentum_end: the target's EMA rate tau follows
             ``1 - (1 - momentum)(cos(pi k / K) + 1) / 2`` from ``momentum`` at step 0 to
             ``momentum_end`` at the last step K (BYOL's tau_base 0.996 -> 1).
@@ -48,6 +51,7 @@ class BYOL(SSLMethod):
         proj_hidden_dim: int = 4096,
         proj_output_dim: int = 256,
         pred_hidden_dim: int = 4096,
+        pred_lr_mult: float = 1.0,
         momentum: float = 0.996,
         momentum_end: float = 1.0,
         augment: MultiView = lazy_instance(BYOLViews),
@@ -63,6 +67,16 @@ class BYOL(SSLMethod):
         self.momentum_backbone = momentum_copy(self.backbone)
         self.momentum_projector = momentum_copy(self.projector)
         self.momentum, self.momentum_end = momentum, momentum_end
+        self.pred_lr_mult = pred_lr_mult
+
+    def param_groups(self) -> list[dict]:
+        """One group, or the backbone + projector and, at ``pred_lr_mult`` x their rate, the predictor."""
+        if self.pred_lr_mult == 1.0:
+            return super().param_groups()
+        predictor = {id(p) for p in self.predictor.parameters()}
+        return [{"name": "encoder", "params": [p for p in self.trainable_parameters() if id(p) not in predictor]},
+                {"name": "predictor", "params": [p for p in self.predictor.parameters() if p.requires_grad],
+                 "lr_mult": self.pred_lr_mult}]
 
     def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
         return [(self.backbone, self.momentum_backbone), (self.projector, self.momentum_projector)]

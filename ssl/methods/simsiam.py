@@ -49,6 +49,8 @@ class SimSiam(SSLMethod):
         pred_hidden_dim: predictor bottleneck (512).
         fix_pred_lr: the predictor's rate stays at the batch-scaled peak, neither warmed up nor
             decayed (``main_simsiam.py --fix-pred-lr``, as the README's command runs it).
+        pred_lr_mult: the predictor's rate as a multiple of the encoder's (1, as SimSiam; Tian et
+            al. 2021, arXiv 2102.06810, study a faster predictor).
         global_batchnorm: BatchNorm over the global batch under DDP (SyncBatchNorm there).
         augment: default MoCo v2's views (``main_simsiam.py``).
         optim: default ``main_simsiam.py``: SGD lr 0.05 x B/256, momentum 0.9, wd 1e-4 on every
@@ -63,6 +65,7 @@ class SimSiam(SSLMethod):
         proj_output_dim: int = 2048,
         pred_hidden_dim: int = 512,
         fix_pred_lr: bool = True,
+        pred_lr_mult: float = 1.0,
         global_batchnorm: bool = True,
         augment: MultiView = lazy_instance(MoCoV2Views),
         optim: OptimConfig | None = OptimConfig(lr=0.05, weight_decay=1e-4, schedule_interval="epoch"),
@@ -74,6 +77,7 @@ class SimSiam(SSLMethod):
         self.projector = simsiam_projector(self.backbone.dim, proj_hidden_dim or self.backbone.dim, proj_output_dim)
         self.predictor = simsiam_predictor(proj_output_dim, pred_hidden_dim)
         self.fix_pred_lr, self.use_global_batchnorm = fix_pred_lr, global_batchnorm
+        self.pred_lr_mult = pred_lr_mult
 
     def param_groups(self) -> list[dict]:
         """The encoder (backbone + projector) on the schedule; the predictor at a fixed rate
@@ -81,7 +85,7 @@ class SimSiam(SSLMethod):
         predictor = [p for p in self.predictor.parameters() if p.requires_grad]
         encoder = [p for p in [*self.backbone.parameters(), *self.projector.parameters()] if p.requires_grad]
         return [{"name": "encoder", "params": encoder},
-                {"name": "predictor", "params": predictor, "fixed_lr": self.fix_pred_lr}]
+                {"name": "predictor", "params": predictor, "fixed_lr": self.fix_pred_lr, "lr_mult": self.pred_lr_mult}]
 
     def prepare(self) -> None:
         if self.use_global_batchnorm:
