@@ -63,8 +63,10 @@ def test_every_0_2_config_builds_the_model_of_todays_config(files, tmp_path, mon
     old_hparams = {k: v for k, v in old.hparams.items() if k not in drop}
     new_hparams = {k: v for k, v in new.hparams.items() if k not in drop}
     if [f.stem for f in files] == ["demo", "demo_byol"]:  # the BYOL demo runs at a quarter of 0.2's rate
-        assert (old_hparams["optim"].lr, new_hparams["optim"].lr) == (0.12, 0.03)  # (docs/demos.md)
+        assert (old_hparams["optim"].lr, new_hparams["optim"].lr) == (0.12, 0.03)  # with its predictor
+        assert (old_hparams["pred_lr_mult"], new_hparams["pred_lr_mult"]) == (1.0, 10.0)  # at 10x (docs/demos.md)
         old_hparams["optim"] = dataclasses.replace(old_hparams["optim"], lr=0.03)
+        old_hparams["pred_lr_mult"] = 10.0
     recipe = inspect.signature(type(old).__init__).parameters["optim"].default
     for field in dataclasses.fields(OptimConfig):  # what a 0.2 file left to the generic default now comes
         name = field.name                           # from the method's recipe; today's configs state it
