@@ -73,10 +73,10 @@ class BYOL(SSLMethod):
         """One group, or the backbone + projector and, at ``pred_lr_mult`` x their rate, the predictor."""
         if self.pred_lr_mult == 1.0:
             return super().param_groups()
-        predictor = {id(p) for p in self.predictor.parameters()}
-        return [{"name": "encoder", "params": [p for p in self.trainable_parameters() if id(p) not in predictor]},
-                {"name": "predictor", "params": [p for p in self.predictor.parameters() if p.requires_grad],
-                 "lr_mult": self.pred_lr_mult}]
+        predictor = [p for p in self.predictor.parameters() if p.requires_grad]
+        ids = {id(p) for p in predictor}
+        return [{"name": "encoder", "params": [p for p in self.trainable_parameters() if id(p) not in ids]},
+                {"name": "predictor", "params": predictor, "lr_mult": self.pred_lr_mult}]
 
     def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
         return [(self.backbone, self.momentum_backbone), (self.projector, self.momentum_projector)]
