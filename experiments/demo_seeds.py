@@ -42,10 +42,10 @@ DEMOS = {
     "demo_dino": ["configs/demo.yaml", "configs/demo_dino.yaml"],
 }
 PROBE_DATA = {  # the overlays' changes to the data, so the probe scores the run's own val split
-    "demo": [],
+    "demo": ["--data.init_args.saturation=0.0"],
     "demo_byol": ["--data.init_args.saturation=0.0"],
     "demo_swav": ["--data.init_args.saturation=0.0"],
-    "demo_simclr": [],
+    "demo_simclr": ["--data.init_args.saturation=0.3"],
     "demo_simsiam": ["--data.init_args.saturation=0.0"],
     "demo_barlow_twins": ["--data.init_args.saturation=0.0"],
     "demo_vicreg": ["--data.init_args.saturation=0.0"],

@@ -46,7 +46,8 @@ def last_logged(metrics: Path, key: str) -> float:
 def pretrain(out: Path) -> Path:
     ckpt = out / "pretrain" / "version_0" / "checkpoints" / "last.ckpt"
     if not ckpt.is_file():
-        sslkit(["fit", "-c", "configs/demo.yaml", f"--trainer.logger.init_args.save_dir={out}",
+        sslkit(["fit", "-c", "configs/demo.yaml", "--data.init_args.saturation=0.3",  # the fine-tuning data's colour
+                f"--trainer.logger.init_args.save_dir={out}",
                 "--trainer.logger.init_args.name=pretrain"])
     return ckpt
 
