@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 PICKED = {"BG aug": "plain BN, BG aug", "no BG aug": "plain BN, no BG aug"}
 # the demo_bg scenes: every class owns a background, shown in 90% of train and val scenes
 CUE = ["--data.init_args.num_backgrounds=10", "--data.init_args.background_class_correlation=0.9",
-       "--data.init_args.val_background_class_correlation=0.9"]
+       "--data.init_args.val_background_class_correlation=0.9", "--data.init_args.saturation=0.3"]
 
 
 INTRO = """<!-- written by experiments/report_demo.py; the part below the line is sslkit report's own output -->
