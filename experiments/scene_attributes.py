@@ -16,19 +16,19 @@ import argparse
 import json
 
 import torch
+from kornia.color import rgb_to_grayscale
 
 from sslkit.augmentations.recipes import eval_view
 from sslkit.checkpoints.loading import load_backbone
 from sslkit.data import SyntheticScenes
+from sslkit.eval.features import extract_features
 from sslkit.eval.knn import knn_predict
 from sslkit.nn.backbones import Backbone, build_backbone
-
-LUMA = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
 
 
 def image_statistics(images: torch.Tensor, masks: torch.Tensor) -> dict[str, torch.Tensor]:
     """Per-scene object and background luminance, their absolute difference, and object area."""
-    luma = (images.float() / 255 * LUMA).sum(1)
+    luma = rgb_to_grayscale(images.float() / 255)[:, 0]
     inside = masks[:, 0].float()
     fg = (luma * inside).sum((1, 2)) / inside.sum((1, 2)).clamp(min=1)
     bg = (luma * (1 - inside)).sum((1, 2)) / (1 - inside).sum((1, 2)).clamp(min=1)
@@ -36,10 +36,12 @@ def image_statistics(images: torch.Tensor, masks: torch.Tensor) -> dict[str, tor
 
 
 @torch.no_grad()
-def features(backbone: Backbone, images: torch.Tensor, batch: int = 500) -> torch.Tensor:
-    view = eval_view(images.shape[-1])
-    backbone.eval()
-    return torch.cat([backbone(view({"image": images[i:i + batch]})["image"]) for i in range(0, len(images), batch)])
+def features(backbone: Backbone, split: dict, desc: str, batch: int = 500) -> torch.Tensor:
+    """The backbone's features of a split's images through the evaluation view."""
+    view = eval_view(split["image"].shape[-1])
+    batches = [{"image": split["image"][i:i + batch], "label": split["label"][i:i + batch]}
+               for i in range(0, len(split["image"]), batch)]
+    return extract_features(backbone, batches, lambda b: view(b)["image"], desc=desc)[0]
 
 
 def ridge_r2(train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, val_y: torch.Tensor, alpha: float = 0.1) -> float:
@@ -52,7 +54,7 @@ def ridge_r2(train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, 
 
 
 def describe(backbone: Backbone, train: dict, val: dict, k: int, temperature: float) -> dict[str, float]:
-    train_f, val_f = features(backbone, train["image"]), features(backbone, val["image"])
+    train_f, val_f = features(backbone, train, "train features"), features(backbone, val, "val features")
     out = {}
     for name, key in (("knn_class", "label"), ("knn_texture", "texture")):
         classes = int(train[key].max()) + 1
